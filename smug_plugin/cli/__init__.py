@@ -1,0 +1,1 @@
+"""The ``smug`` command line: ``smug data demo``, ``smug evaluate``."""
