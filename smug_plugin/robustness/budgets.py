@@ -1,0 +1,91 @@
+"""Perturbation budget conventions.
+
+Published robustness studies state their budgets in incompatible units. The SMUG journal code uses an absolute
+l_inf budget per real/imaginary entry of the normalised k-space (eps = 0.02), its text a budget relative to the
+largest k-space magnitude, and Robustness-CS / robust-nets a relative l2 norm ``||delta|| / ||y||``. A `Budget`
+carries its convention so that every output can state it, and resolves to one eps per slice.
+"""
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+import torch
+
+
+class NormType(StrEnum):
+    """Norm of the perturbation ball; l_inf acts on real and imaginary parts separately."""
+
+    LINF = "linf"
+    L2 = "l2"
+
+
+class BudgetConvention(StrEnum):
+    """How the budget value is turned into an absolute radius."""
+
+    ABSOLUTE = "absolute"  # eps in DIRECT's normalised units (k-space or image, whichever is perturbed)
+    RELATIVE_MAX = "relative_max"  # eps = value * max |real/imag entry| of the measured (perturbed) signal
+    RELATIVE_L2 = "relative_l2"  # eps = value * ||y||_2 of the measured signal (l2 balls only)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A perturbation budget.
+
+    Parameters
+    ----------
+    value : float
+        Budget value in the units of `convention`; must be finite and >= 0.
+    convention : BudgetConvention
+        Unit of `value`.
+    norm : NormType
+        Norm of the ball the budget bounds.
+    """
+
+    value: float
+    convention: BudgetConvention = BudgetConvention.ABSOLUTE
+    norm: NormType = NormType.LINF
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "convention", BudgetConvention(self.convention))
+        object.__setattr__(self, "norm", NormType(self.norm))
+        if not isinstance(self.value, int | float) or not math.isfinite(self.value) or self.value < 0:
+            raise ValueError(f"Budget value must be a finite number >= 0, got {self.value!r}.")
+        if self.convention == BudgetConvention.RELATIVE_L2 and self.norm != NormType.L2:
+            raise ValueError("Budget convention 'relative_l2' (||delta||/||y||) only applies to the l2 norm.")
+
+    def resolve(self, signal: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+        """Absolute radius per slice.
+
+        Parameters
+        ----------
+        signal : torch.Tensor
+            The measured signal that is perturbed, batch first, complex as a trailing axis of size 2.
+        support : torch.Tensor
+            Entries that may be perturbed (broadcastable to `signal`), e.g. the sampling mask.
+
+        Returns
+        -------
+        torch.Tensor
+            Radius of shape (batch,).
+        """
+        batch = signal.shape[0]
+        measured = (signal * support).detach().reshape(batch, -1)
+        if self.convention == BudgetConvention.ABSOLUTE:
+            return torch.full((batch,), float(self.value), dtype=signal.dtype, device=signal.device)
+        if self.convention == BudgetConvention.RELATIVE_MAX:
+            return self.value * measured.abs().amax(dim=1)
+        return self.value * measured.norm(dim=1)
+
+    def describe(self) -> str:
+        """Human-readable statement of the budget, written into every output."""
+        unit = {
+            BudgetConvention.ABSOLUTE: "absolute, normalised units",
+            BudgetConvention.RELATIVE_MAX: "x max |real/imag| of measured signal",
+            BudgetConvention.RELATIVE_L2: "x ||y||_2 (relative l2)",
+        }[self.convention]
+        per = " per real/imag entry" if self.norm == NormType.LINF else ""
+        return f"{self.norm.value} eps={self.value:g} ({unit}){per}"
+
+    def to_dict(self) -> dict:
+        return {"value": self.value, "convention": self.convention.value, "norm": self.norm.value}
