@@ -1,0 +1,94 @@
+"""Denoiser pre-training loss and the unrolled-stability (UStab) loss.
+
+Both compare complex images ``(..., H, W, 2)`` by their mean squared error, as the papers' ||.||^2 terms
+(averaged over pixels so the weight lambda_l of the reconstruction term keeps its meaning across image sizes).
+"""
+
+from collections.abc import Callable
+
+import torch
+from direct.data.transforms import reduce_operator
+from direct.types import DirectEnum
+
+DENOISER_LOSS = "denoiser_loss"
+USTAB_LOSS = "ustab_loss"
+# Names an engine of the family accepts in `training.loss.losses` besides DIRECT's own.
+PLUGIN_LOSSES = (DENOISER_LOSS, USTAB_LOSS)
+
+
+class UStabTarget(DirectEnum):
+    """What the denoised noisy iterates D(x_n + eta) are pulled towards."""
+
+    DENOISED_TARGET = "denoised_target"  # D(t), the journal's choice
+    TARGET = "target"  # t
+    DENOISED_ITERATE = "denoised_iterate"  # D(x_n): stability around the current iterate
+    FROZEN_DENOISER = "frozen_denoiser"  # D_pre(t) with a frozen pre-trained denoiser
+
+
+def complex_target_image(kspace: torch.Tensor, sensitivity_map: torch.Tensor, backward_operator) -> torch.Tensor:
+    """The complex ground truth t = S^H F^-1 y_full ``(N, H, W, 2)`` in the space the unrolled models output."""
+    return reduce_operator(backward_operator(kspace, dim=(2, 3)), sensitivity_map, dim=1)
+
+
+def denoiser_pretraining_loss(denoised: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """E ||D(t + eta) - t||^2 for one batch of denoised noisy targets."""
+    return torch.mean((denoised - target) ** 2)
+
+
+def ustab_loss(
+    denoised: list[torch.Tensor],
+    anchors: list[torch.Tensor],
+) -> torch.Tensor:
+    """sum_n E_eta ||D(x_n + eta) - a_n||^2, taken per noise draw (as the journal's code does).
+
+    Parameters
+    ----------
+    denoised : list[torch.Tensor]
+        Per unroll, the denoiser outputs for each draw ``(K, N, H, W, 2)``.
+    anchors : list[torch.Tensor]
+        Per unroll, the anchor ``(N, H, W, 2)`` (or ``(K, N, H, W, 2)``): D(t), t, D(x_n) or D_pre(t).
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar loss.
+    """
+    if len(denoised) != len(anchors) or not denoised:
+        raise ValueError(f"ustab_loss needs one anchor per unroll, got {len(denoised)} unrolls, {len(anchors)}.")
+    total = denoised[0].new_zeros(())
+    for samples, anchor in zip(denoised, anchors, strict=True):
+        if anchor.ndim == samples.ndim - 1:
+            anchor = anchor.unsqueeze(0)
+        total = total + torch.mean((samples - anchor) ** 2)
+    return total
+
+
+def ustab_anchors(
+    target_kind: UStabTarget,
+    iterates: list[torch.Tensor],
+    target: torch.Tensor,
+    denoise: Callable[[torch.Tensor], torch.Tensor],
+    frozen_denoise: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    detach: bool = False,
+) -> list[torch.Tensor]:
+    """The UStab anchor of every unroll.
+
+    ``detach`` stops the gradient through D(t) (or D(x_n)); the journal's code keeps it (``detach=False``), so the
+    denoiser is also pulled towards being stable around the target. A frozen denoiser never receives gradients.
+    """
+    target_kind = UStabTarget(target_kind)
+    if target_kind == UStabTarget.TARGET:
+        return [target] * len(iterates)
+    if target_kind == UStabTarget.FROZEN_DENOISER:
+        if frozen_denoise is None:
+            raise ValueError(
+                "ustab_target 'frozen_denoiser' needs `model.ustab_frozen_denoiser_checkpoint` (a smug.didn.DIDN "
+                "or other smug.* checkpoint)."
+            )
+        with torch.no_grad():
+            return [frozen_denoise(target)] * len(iterates)
+    if target_kind == UStabTarget.DENOISED_TARGET:
+        anchor = denoise(target)
+        return [anchor.detach() if detach else anchor] * len(iterates)
+    anchors = [denoise(x) for x in iterates]
+    return [a.detach() for a in anchors] if detach else anchors

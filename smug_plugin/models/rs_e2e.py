@@ -1,0 +1,10 @@
+"""``smug.rs_e2e.RSE2E``: randomized smoothing of the whole MoDL, end to end."""
+
+from smug_plugin.models.unrolled import SmoothedUnrolledNetwork, Smoothing, network_kwargs
+
+
+class RSE2E(SmoothedUnrolledNetwork):
+    """x = mean over K draws of MoDL(A^H y + eta); the noisy A^H y is the input and enters every DC step."""
+
+    def __init__(self, forward_operator, backward_operator, **kwargs):
+        super().__init__(forward_operator, backward_operator, **network_kwargs(kwargs, Smoothing.INPUT))

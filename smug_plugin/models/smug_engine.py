@@ -1,0 +1,193 @@
+"""DIRECT engines of the plugin models (``direct.nn.smug.smug_engine.<Class>Engine``).
+
+DIRECT's ``MRIModelEngine`` does the iteration, the backward pass, validation and checkpointing. These engines
+add the family's forward call and its two losses, which DIRECT's hard-coded loss list does not know:
+``denoiser_loss`` (pre-training, ``smug.didn.DIDN``) and ``ustab_loss`` (fine-tuning). They need quantities
+DIRECT's loss signature ``fn(source, target, reduction, size)`` cannot carry (the denoiser outputs at every
+unroll, the complex target), so ``forward_function`` keeps them for the loss callables of the same iteration.
+"""
+
+import copy
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from direct.nn.loss_keys import KeyedLossFn
+from direct.nn.mri_models import MRIModelEngine
+
+from smug_plugin.losses.smoothing import (
+    DENOISER_LOSS,
+    PLUGIN_LOSSES,
+    USTAB_LOSS,
+    UStabTarget,
+    complex_target_image,
+    denoiser_pretraining_loss,
+    ustab_anchors,
+    ustab_loss,
+)
+from smug_plugin.models.denoiser import apply_denoiser, load_denoiser_state
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The network inside DistributedDataParallel, if wrapped."""
+    return getattr(model, "module", model)
+
+
+class _FamilyEngine(MRIModelEngine):
+    """Common part: plugin losses next to DIRECT's own in ``training.loss.losses``."""
+
+    supported_losses: tuple[str, ...] = ()
+
+    def __init__(
+        self, cfg, model, device, forward_operator=None, backward_operator=None, mixed_precision=False, **models
+    ):
+        super().__init__(
+            cfg,
+            model,
+            device,
+            forward_operator=forward_operator,
+            backward_operator=backward_operator,
+            mixed_precision=mixed_precision,
+            **models,
+        )
+        self._loss_inputs: dict[str, Any] = {}
+
+    def _plugin_loss_names(self) -> list[str]:
+        training = getattr(self.cfg, "training", None)
+        if training is None:
+            return []
+        names = [str(loss.function) for loss in training.loss.losses if str(loss.function) in PLUGIN_LOSSES]
+        unsupported = sorted(set(names) - set(self.supported_losses))
+        if unsupported:
+            raise ValueError(
+                f"Loss {', '.join(unsupported)} is not available for {self.cfg.model.model_name}; this model "
+                f"supports {', '.join(self.supported_losses) or 'no plugin loss'} besides DIRECT's losses."
+            )
+        return names
+
+    def build_loss(self) -> dict:
+        """DIRECT's losses for the native names, plus the plugin's losses for the plugin names."""
+        losses = self.cfg.training.loss.losses
+        plugin = [loss for loss in losses if str(loss.function) in PLUGIN_LOSSES]
+        self._plugin_loss_names()  # validates the names before anything runs
+        with _only_native_losses(self.cfg, [loss for loss in losses if str(loss.function) not in PLUGIN_LOSSES]):
+            loss_fns = super().build_loss()
+        for loss in plugin:
+            loss_fns[str(loss.function)] = KeyedLossFn(
+                self._plugin_loss(str(loss.function), float(loss.multiplier)), "output_image", "target"
+            )
+        return loss_fns
+
+    def _plugin_loss(self, name: str, multiplier: float):
+        def loss_fn(source, target, reduction="mean", reconstruction_size=None):
+            if name not in self._loss_inputs:
+                raise RuntimeError(f"{name} was called before the forward pass stored its inputs.")
+            return multiplier * self._compute_plugin_loss(name)
+
+        return loss_fn
+
+    def _complex_target(self, data: dict[str, Any]) -> torch.Tensor:
+        if "kspace" not in data:
+            raise KeyError(
+                "The plugin losses need the fully sampled k-space: set `transforms.delete_kspace: false` in every "
+                "training dataset of the config."
+            )
+        return complex_target_image(data["kspace"].float(), data["sensitivity_map"].float(), self.backward_operator)
+
+
+@contextmanager
+def _only_native_losses(cfg, native_losses):
+    """Temporarily shows DIRECT's ``build_loss`` only the loss names it knows."""
+    original = cfg.training.loss.losses
+    cfg.training.loss.losses = native_losses
+    try:
+        yield
+    finally:
+        cfg.training.loss.losses = original
+
+
+class UnrolledEngine(_FamilyEngine):
+    """Engine of MoDL, SMUG, SMUGv0, Weighted SMUG and RS-E2E (one network class, one engine)."""
+
+    supported_losses = (USTAB_LOSS,)
+
+    def __init__(
+        self, cfg, model, device, forward_operator=None, backward_operator=None, mixed_precision=False, **models
+    ):
+        super().__init__(cfg, model, device, forward_operator, backward_operator, mixed_precision, **models)
+        self._frozen_denoiser = None
+        checkpoint = getattr(cfg.model, "ustab_frozen_denoiser_checkpoint", None)
+        if checkpoint:
+            frozen = copy.deepcopy(_unwrap(model).denoiser)
+            load_denoiser_state(frozen, checkpoint)
+            self._frozen_denoiser = frozen.to(device).eval().requires_grad_(False)
+
+    def forward_function(self, data: dict[str, Any]) -> tuple[torch.Tensor, None]:
+        needs_details = self.model.training and USTAB_LOSS in self._plugin_loss_names()
+        output = self.model(
+            masked_kspace=data["masked_kspace"],
+            sampling_mask=data["sampling_mask"],
+            sensitivity_map=data["sensitivity_map"],
+            return_details=needs_details,
+        )
+        self._loss_inputs = {}
+        if needs_details:
+            output, details = output
+            self._loss_inputs[USTAB_LOSS] = (details, self._complex_target(data))
+        return output, None
+
+    def _compute_plugin_loss(self, name: str) -> torch.Tensor:
+        details, target = self._loss_inputs[name]
+        network = _unwrap(self.model)
+        frozen = None
+        if self._frozen_denoiser is not None:
+            frozen = lambda image: apply_denoiser(self._frozen_denoiser, image)  # noqa: E731
+        anchors = ustab_anchors(
+            UStabTarget(self.cfg.model.ustab_target),
+            details.iterates,
+            target,
+            network.denoise,
+            frozen,
+            detach=bool(self.cfg.model.ustab_detach_target),
+        )
+        return ustab_loss(details.denoised, anchors)
+
+
+class MoDLEngine(UnrolledEngine):
+    """Engine of ``smug.modl.MoDL``."""
+
+
+class SMUGEngine(UnrolledEngine):
+    """Engine of ``smug.smug.SMUG``."""
+
+
+class SMUGv0Engine(UnrolledEngine):
+    """Engine of ``smug.smug.SMUGv0``."""
+
+
+class WeightedSMUGEngine(UnrolledEngine):
+    """Engine of ``smug.weighted_smug.WeightedSMUG``."""
+
+
+class RSE2EEngine(UnrolledEngine):
+    """Engine of ``smug.rs_e2e.RSE2E``."""
+
+
+class DIDNEngine(_FamilyEngine):
+    """Pre-training of the denoiser: input t + eta, output D(t + eta), loss ``denoiser_loss`` towards t.
+
+    Validation reports DIRECT's metrics of |D(t + eta)| against the target, i.e. denoising quality.
+    """
+
+    supported_losses = (DENOISER_LOSS,)
+
+    def forward_function(self, data: dict[str, Any]) -> tuple[torch.Tensor, None]:
+        target = self._complex_target(data)
+        network = _unwrap(self.model)
+        denoised = self.model(network.add_noise(target))
+        self._loss_inputs = {DENOISER_LOSS: (denoised, target)}
+        return denoised, None
+
+    def _compute_plugin_loss(self, name: str) -> torch.Tensor:
+        denoised, target = self._loss_inputs[name]
+        return denoiser_pretraining_loss(denoised, target)
