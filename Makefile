@@ -1,0 +1,28 @@
+# Every target sets up first (a cached no-op when nothing changed): see scripts/setup.sh.
+PY := .venv/bin/python
+SMUG := .venv/bin/smug
+
+.PHONY: setup test demo reproduce lint bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+test: setup
+	$(PY) -m pytest
+
+demo: setup
+	@bash scripts/demo.sh
+
+reproduce: setup
+	@bash scripts/reproduce.sh
+
+lint: setup
+	.venv/bin/ruff check smug_plugin tests benchmarks scripts
+	.venv/bin/ruff format --check smug_plugin tests benchmarks scripts
+
+bench: setup
+	$(PY) benchmarks/train_step.py
+	$(PY) benchmarks/pgd_eval.py
+
+clean:
+	rm -rf runs/demo data/demo
