@@ -1,0 +1,177 @@
+"""Result files: robustness.json (everything), robustness.csv (one row per condition x model), robustness.md
+(Table I of the SMUG papers: rows = models, columns = clean / noise / PGD PSNR and SSIM relative to the reference).
+
+Every file is written to a temporary file in the same directory and moved into place with ``os.replace``, so a
+reader never sees a half-written result.
+"""
+
+import csv
+import io
+import json
+import math
+import os
+import pathlib
+import platform
+import tempfile
+from collections import defaultdict
+from importlib import metadata
+
+from smug_plugin.robustness.metrics import summarize, volume_metrics
+
+SCHEMA_VERSION = 1
+METRICS = ("psnr", "ssim", "nmse", "rob_err", "rob_err_rel", "rob_ratio")
+CSV_FIELDS = [
+    "condition",
+    "group",
+    "sweep_value",
+    "perturbation",
+    "model",
+    "n_slices",
+    *[f"{m}_{s}" for m in METRICS for s in ("mean", "std", "ci95")],
+    "psnr_volume_mean",
+    "psnr_delta_ref",
+    "psnr_delta_ref_ci95",
+    "ssim_delta_ref",
+    "ssim_delta_ref_ci95",
+    "description",
+]
+
+
+def atomic_write_text(path: pathlib.Path, text: str) -> None:
+    """Write `text` to `path` atomically (temporary file in the same directory + os.replace)."""
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def package_versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("smug-plugin", "direct-recon", "torch", "numpy", "fastmri", "scikit-image", "omegaconf"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def summarize_records(records: list[dict], reference: str) -> list[dict]:
+    """Statistics per (condition, model), with paired per-slice differences to the reference model."""
+    cells: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in records:
+        cells[(r["condition"], r["model"])].append(r)
+    rows = []
+    for (condition, model), recs in cells.items():
+        first = recs[0]
+        row = {
+            "condition": condition,
+            "group": first["group"],
+            "sweep_value": first["sweep_value"],
+            "perturbation": first["perturbation"],
+            "model": model,
+            "n_slices": len(recs),
+        }
+        for m in METRICS:
+            s = summarize([r[m] for r in recs])
+            row.update({f"{m}_mean": s["mean"], f"{m}_std": s["std"], f"{m}_ci95": s["ci95"]})
+        vols = volume_metrics(recs)
+        row["psnr_volume_mean"] = summarize([v["psnr"] for v in vols.values()])["mean"]
+        row["volumes"] = vols
+        ref = {(r["file"], r["slice"]): r for r in cells.get((condition, reference), [])}
+        for m in ("psnr", "ssim"):
+            diffs = [r[m] - ref[(r["file"], r["slice"])][m] for r in recs if (r["file"], r["slice"]) in ref]
+            s = summarize(diffs)
+            row[f"{m}_delta_ref"], row[f"{m}_delta_ref_ci95"] = s["mean"], s["ci95"]
+        rows.append(row)
+    return rows
+
+
+def _fmt(x, digits: int = 2) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def markdown_table(rows: list[dict], models: list[str], reference: str, descriptions: dict[str, str]) -> str:
+    lines = [
+        "# Robustness evaluation",
+        "",
+        f"Reference model: **{reference}**. Values are mean over slices; in brackets the paired difference to the "
+        "reference (for the reference itself: its absolute value is shown).",
+        "",
+    ]
+    main = [r for r in rows if r["group"] == "main"]
+    perts = list(dict.fromkeys(r["perturbation"] for r in main))
+    cell = {(r["perturbation"], r["model"]): r for r in main}
+    header = "| Model | " + " | ".join(f"{p} PSNR | {p} SSIM" for p in perts) + " |"
+    lines += [header, "|" + "---|" * (1 + 2 * len(perts))]
+    for model in models:
+        parts = []
+        for p in perts:
+            r = cell.get((p, model))
+            if r is None:
+                parts += ["n/a", "n/a"]
+            elif model == reference:
+                parts += [_fmt(r["psnr_mean"]), _fmt(r["ssim_mean"], 4)]
+            else:
+                parts += [
+                    f"{_fmt(r['psnr_mean'])} ({r['psnr_delta_ref']:+.2f})"
+                    if r["psnr_delta_ref"] is not None
+                    else _fmt(r["psnr_mean"]),
+                    f"{_fmt(r['ssim_mean'], 4)} ({r['ssim_delta_ref']:+.4f})"
+                    if r["ssim_delta_ref"] is not None
+                    else _fmt(r["ssim_mean"], 4),
+                ]
+        lines.append(f"| {model} | " + " | ".join(parts) + " |")
+    lines += ["", "Perturbations:", ""] + [f"- **{k}**: {v}" for k, v in descriptions.items()]
+    for group in dict.fromkeys(r["group"] for r in rows if r["group"] != "main"):
+        sub = [r for r in rows if r["group"] == group]
+        values = sorted(dict.fromkeys(r["sweep_value"] for r in sub))
+        for p in dict.fromkeys(r["perturbation"] for r in sub):
+            lines += ["", f"## {group} sweep, {p}: PSNR (dB)", ""]
+            lines += ["| Model | " + " | ".join(f"{v:g}" for v in values) + " |", "|" + "---|" * (1 + len(values))]
+            c = {(r["sweep_value"], r["model"]): r for r in sub if r["perturbation"] == p}
+            for model in models:
+                vals = [_fmt(c[(v, model)]["psnr_mean"]) if (v, model) in c else "n/a" for v in values]
+                lines.append(f"| {model} | " + " | ".join(vals) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(
+    output_dir: pathlib.Path,
+    records: list[dict],
+    models: list[dict],
+    reference: str,
+    protocol: dict,
+    run: dict,
+) -> dict[str, pathlib.Path]:
+    """Write robustness.json / .csv / .md atomically from all records so far."""
+    rows = summarize_records(records, reference)
+    descriptions = {p["name"]: p["description"] for p in protocol["perturbations"]}
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "reference": reference,
+        "models": models,
+        "protocol": protocol,
+        "run": run,
+        "versions": package_versions(),
+        "budgets": descriptions,
+        "summary": rows,
+        "records": records,
+    }
+    paths = {k: output_dir / f"robustness.{k}" for k in ("json", "csv", "md")}
+    atomic_write_text(paths["json"], json.dumps(doc, indent=1, default=str, allow_nan=True))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "description": descriptions.get(row["perturbation"], "")})
+    atomic_write_text(paths["csv"], buf.getvalue())
+    names = [m["name"] for m in models]
+    atomic_write_text(paths["md"], markdown_table(rows, names, reference, descriptions))
+    return paths
