@@ -347,14 +347,20 @@ def run_evaluation(model_specs: list[str], protocol_path: str | pathlib.Path, se
         return run
 
     describe = [m.describe() for m in models]
+    layout = [
+        {"condition": c.id, "group": c.group, "sweep_value": c.sweep_value, "perturbation": c.perturbation.name}
+        for c in protocol.conditions()
+    ]
     evaluator.run(
         store,
         on_progress=lambda: write_reports(
-            settings.output_dir, store.records, describe, evaluator.reference, protocol.to_dict(), report()
+            settings.output_dir, store.records, describe, evaluator.reference, protocol.to_dict(), report(), layout
         ),
     )
     final = report() | {"complete": True}
-    paths = write_reports(settings.output_dir, store.records, describe, evaluator.reference, protocol.to_dict(), final)
+    paths = write_reports(
+        settings.output_dir, store.records, describe, evaluator.reference, protocol.to_dict(), final, layout
+    )
     try:
         from smug_plugin.robustness.figures import make_figures
 

@@ -26,6 +26,7 @@ CSV_FIELDS = [
     "sweep_value",
     "perturbation",
     "model",
+    "status",
     "n_slices",
     *[f"{m}_{s}" for m in METRICS for s in ("mean", "std", "ci95")],
     "psnr_volume_mean",
@@ -62,12 +63,22 @@ def package_versions() -> dict:
     return out
 
 
-def summarize_records(records: list[dict], reference: str) -> list[dict]:
-    """Statistics per (condition, model), with paired per-slice differences to the reference model."""
+def summarize_records(
+    records: list[dict], reference: str, layout: list[dict] | None = None, models: list[str] | None = None
+) -> list[dict]:
+    """Statistics per (condition, model), with paired per-slice differences to the reference model.
+
+    Cells of `layout` x `models` without records (a model lacking the swept attribute) get an "n/a" row.
+    """
     cells: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in records:
         cells[(r["condition"], r["model"])].append(r)
     rows = []
+    evaluated = {r["condition"] for r in records}
+    for cond in layout or []:
+        for model in models or []:
+            if (cond["condition"], model) not in cells and cond["condition"] in evaluated:
+                rows.append({**cond, "model": model, "n_slices": 0, "status": "n/a"})
     for (condition, model), recs in cells.items():
         first = recs[0]
         row = {
@@ -77,6 +88,7 @@ def summarize_records(records: list[dict], reference: str) -> list[dict]:
             "perturbation": first["perturbation"],
             "model": model,
             "n_slices": len(recs),
+            "status": "ok",
         }
         for m in METRICS:
             s = summarize([r[m] for r in recs])
@@ -97,7 +109,9 @@ def _fmt(x, digits: int = 2) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-def markdown_table(rows: list[dict], models: list[str], reference: str, descriptions: dict[str, str]) -> str:
+def markdown_table(
+    rows: list[dict], models: list[str], reference: str, descriptions: dict[str, str], layout: list[dict]
+) -> str:
     lines = [
         "# Robustness evaluation",
         "",
@@ -105,6 +119,7 @@ def markdown_table(rows: list[dict], models: list[str], reference: str, descript
         "reference (for the reference itself: its absolute value is shown).",
         "",
     ]
+    rows = [r for r in rows if r["status"] == "ok"]
     main = [r for r in rows if r["group"] == "main"]
     perts = list(dict.fromkeys(r["perturbation"] for r in main))
     cell = {(r["perturbation"], r["model"]): r for r in main}
@@ -129,10 +144,10 @@ def markdown_table(rows: list[dict], models: list[str], reference: str, descript
                 ]
         lines.append(f"| {model} | " + " | ".join(parts) + " |")
     lines += ["", "Perturbations:", ""] + [f"- **{k}**: {v}" for k, v in descriptions.items()]
-    for group in dict.fromkeys(r["group"] for r in rows if r["group"] != "main"):
+    for group in dict.fromkeys(c["group"] for c in layout if c["group"] != "main"):
         sub = [r for r in rows if r["group"] == group]
-        values = sorted(dict.fromkeys(r["sweep_value"] for r in sub))
-        for p in dict.fromkeys(r["perturbation"] for r in sub):
+        values = sorted(dict.fromkeys(c["sweep_value"] for c in layout if c["group"] == group))
+        for p in dict.fromkeys(c["perturbation"] for c in layout if c["group"] == group):
             lines += ["", f"## {group} sweep, {p}: PSNR (dB)", ""]
             lines += ["| Model | " + " | ".join(f"{v:g}" for v in values) + " |", "|" + "---|" * (1 + len(values))]
             c = {(r["sweep_value"], r["model"]): r for r in sub if r["perturbation"] == p}
@@ -149,9 +164,14 @@ def write_reports(
     reference: str,
     protocol: dict,
     run: dict,
+    layout: list[dict],
 ) -> dict[str, pathlib.Path]:
-    """Write robustness.json / .csv / .md atomically from all records so far."""
-    rows = summarize_records(records, reference)
+    """Write robustness.json / .csv / .md atomically from all records so far.
+
+    `layout` lists every condition of the protocol (condition id, group, sweep value, perturbation name).
+    """
+    names = [m["name"] for m in models]
+    rows = summarize_records(records, reference, layout, names)
     descriptions = {p["name"]: p["description"] for p in protocol["perturbations"]}
     doc = {
         "schema_version": SCHEMA_VERSION,
@@ -172,6 +192,5 @@ def write_reports(
     for row in rows:
         writer.writerow({**row, "description": descriptions.get(row["perturbation"], "")})
     atomic_write_text(paths["csv"], buf.getvalue())
-    names = [m["name"] for m in models]
-    atomic_write_text(paths["md"], markdown_table(rows, names, reference, descriptions))
+    atomic_write_text(paths["md"], markdown_table(rows, names, reference, descriptions, layout))
     return paths

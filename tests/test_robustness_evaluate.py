@@ -1,0 +1,180 @@
+"""End-to-end tests of ``smug evaluate`` on freshly initialised DIRECT-native EndToEndVarNet and RIM checkpoints."""
+
+import csv
+import json
+import pathlib
+import shutil
+
+import pytest
+import torch
+from robustness_fixtures import make_setup
+
+from smug_plugin.cli.main import main
+
+SMOKE = pathlib.Path(__file__).resolve().parents[1] / "configs" / "robustness" / "smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    return make_setup(tmp_path_factory.mktemp("robustness"))
+
+
+def _run(setup, out: pathlib.Path, *extra: str, protocol: pathlib.Path = SMOKE, specs=None) -> int:
+    models = sum([["--model", m] for m in (specs or setup["specs"])], [])
+    args = ["evaluate", *models, "--protocol", str(protocol), "--data-root", str(setup["data"])]
+    return main([*args, "--output-dir", str(out), "--batch-size", "2", "--max-slices", "4", "--no-progress", *extra])
+
+
+def _records(out: pathlib.Path) -> dict:
+    doc = json.loads((out / "robustness.json").read_text())
+    return {(r["condition"], r["model"], r["file"], r["slice"]): r for r in doc["records"]}
+
+
+@pytest.fixture(scope="module")
+def full_run(setup, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    assert _run(setup, out) == 0
+    return out
+
+
+def test_outputs_exist_and_match_schema(full_run):
+    doc = json.loads((full_run / "robustness.json").read_text())
+    assert doc["schema_version"] == 1 and doc["run"]["complete"] is True
+    assert {m["name"] for m in doc["models"]} == {"varnet", "rim"}
+    assert doc["models"][0]["model_name"] == "varnet.varnet.EndToEndVarNet"
+    assert doc["versions"]["direct-recon"] and doc["versions"]["torch"]
+    assert "eps=0.05" in doc["budgets"]["pgd"] and "absolute" in doc["budgets"]["pgd"]
+    conditions = {r["condition"] for r in doc["records"]}
+    assert {"main/clean", "main/noise", "main/pgd", "main/pgd_l2", "main/pgd_image"} <= conditions
+    assert {"acceleration=2/clean", "acceleration=8/clean", "budget=0.01/pgd", "budget=0.1/pgd"} <= conditions
+    # 4 slices x 2 models for each condition.
+    assert len(doc["records"]) == 4 * 2 * len(conditions)
+    for r in doc["records"]:
+        assert {"psnr", "ssim", "nmse", "rob_err", "seed", "eps", "file", "slice"} <= set(r)
+        if r["perturbation"] == "pgd":
+            assert r["delta_linf"] <= r["eps"] * (1 + 1e-5)
+        if r["perturbation"] == "pgd_l2":
+            assert r["delta_l2"] <= r["eps"] * (1 + 1e-4)
+        if r["perturbation"] == "clean":
+            assert r["rob_err"] == 0
+    with open(full_run / "robustness.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and {"condition", "model", "psnr_mean", "psnr_ci95", "psnr_delta_ref", "description"} <= set(rows[0])
+    md = (full_run / "robustness.md").read_text()
+    assert "| varnet |" in md and "| rim |" in md and "pgd PSNR" in md
+
+
+def test_attack_hurts_more_than_noise(full_run):
+    rec = _records(full_run)
+    for model in ("varnet", "rim"):
+        keys = [k for k in rec if k[0] == "main/clean" and k[1] == model]
+        drop_pgd = sum(rec[k]["psnr"] - rec[("main/pgd", *k[1:])]["psnr"] for k in keys)
+        drop_noise = sum(rec[k]["psnr"] - rec[("main/noise", *k[1:])]["psnr"] for k in keys)
+        assert drop_pgd > drop_noise
+
+
+def test_same_seed_same_numbers(setup, full_run, tmp_path):
+    assert _run(setup, tmp_path / "again") == 0
+    a, b = _records(full_run), _records(tmp_path / "again")
+    assert a.keys() == b.keys()
+    assert all(a[k]["psnr"] == b[k]["psnr"] and a[k]["seed"] == b[k]["seed"] for k in a)
+
+
+def test_resume_completes_an_interrupted_run(setup, full_run, tmp_path):
+    out = tmp_path / "resumed"
+    shutil.copytree(full_run, out)
+    lines = (out / "records.jsonl").read_text().splitlines(keepends=True)
+    done = [i for i, line in enumerate(lines) if '"type": "done"' in line]
+    # Keep three finished units plus half a record of the fourth, as a kill mid-write would leave.
+    kept = "".join(lines[: done[2] + 1]) + lines[done[2] + 1][:25]
+    (out / "records.jsonl").write_text(kept)
+    for name in ("robustness.json", "robustness.csv", "robustness.md"):
+        (out / name).unlink()
+    assert _run(setup, out) == 2  # refuses to overwrite without --resume
+    assert _run(setup, out, "--resume") == 0
+    a, b = _records(full_run), _records(out)
+    assert a.keys() == b.keys()
+    assert all(a[k]["psnr"] == b[k]["psnr"] for k in a)
+    assert _run(setup, out, "--resume", "--seed", "5") == 2  # different settings cannot resume
+
+
+def test_transferred_perturbation_is_applied_unchanged(setup, tmp_path, monkeypatch):
+    from smug_plugin.robustness.loading import LoadedModel
+
+    protocol = tmp_path / "transfer.yaml"
+    protocol.write_text(
+        "perturbations:\n"
+        "  - {name: clean, kind: clean}\n"
+        "  - {name: pgd_from_varnet, kind: pgd, budget: 0.05, steps: 2, transfer_from: varnet}\n"
+    )
+    applied: dict[str, list[torch.Tensor]] = {}
+    original = LoadedModel.reconstruct
+
+    def spy(self, batch, kspace_delta=None, noise_seed=None):
+        if kspace_delta is not None and not torch.is_grad_enabled():
+            applied.setdefault(self.name, []).append(kspace_delta.clone())
+        return original(self, batch, kspace_delta, noise_seed)
+
+    monkeypatch.setattr(LoadedModel, "reconstruct", spy)
+    assert _run(setup, tmp_path / "out", protocol=protocol) == 0
+    # The final evaluation of each model (last no-grad call per batch) gets the source's delta, bit for bit.
+    varnet_final = applied["varnet"][-1]
+    assert torch.equal(applied["rim"][-1], varnet_final) and varnet_final.abs().sum() > 0
+    rec = _records(tmp_path / "out")
+    for (cond, model, f, s), r in rec.items():
+        if cond == "main/pgd_from_varnet":
+            assert r["source"] == "varnet"
+            assert r["delta_l2"] == rec[(cond, "varnet", f, s)]["delta_l2"]
+
+
+def test_unroll_sweep_is_na_for_native_models(setup, tmp_path):
+    protocol = tmp_path / "unrolls.yaml"
+    protocol.write_text("perturbations: [{name: clean, kind: clean}]\nsweeps: {unrolls: {values: [2, 4]}}\n")
+    assert _run(setup, tmp_path / "out", protocol=protocol) == 0
+    md = (tmp_path / "out" / "robustness.md").read_text()
+    assert "unrolls sweep" in md and "| varnet | n/a | n/a |" in md
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("perturbations: [{name: a, kind: fgsm, budget: 0.1}]", "Unknown perturbation kind"),
+        ("perturbations: [{name: a, kind: pgd, budget: -0.1}]", "bad budget"),
+        ("perturbations: [{name: a, kind: pgd, budget: 0.1, stepz: 3}]", "unknown keys"),
+        ("perturbations: [{name: a, kind: clean}\n  - oops: [", "Could not parse"),
+        ("perturbations: [{name: a, kind: clean}]\nsweeps: {budget: {perturbation: b, values: [1]}}", "not defined"),
+    ],
+)
+def test_bad_protocol_gives_clear_error(setup, tmp_path, capsys, text, message):
+    protocol = tmp_path / "bad.yaml"
+    protocol.write_text(text)
+    assert _run(setup, tmp_path / "out", protocol=protocol) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_checkpoint_gives_clear_error(setup, tmp_path, capsys):
+    spec = setup["specs"][0].rsplit(":", 1)[0] + ":" + str(tmp_path / "model_404.pt")
+    assert _run(setup, tmp_path / "out", specs=[spec]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint not found" in err and "model_404.pt" in err
+
+
+def test_nan_kspace_is_refused(setup):
+    from smug_plugin.robustness.loading import ModelSpec, build_dataset, iterate_batches, load_batch, load_model
+
+    model = load_model(ModelSpec.parse(setup["specs"][0]), "cpu", setup["data"].parent / "logs")
+    dataset = build_dataset(model, setup["data"], None, None)
+    _, indices = next(iterate_batches(model, dataset, 2, None))
+    batch = load_batch(dataset, indices, "cpu")
+    assert torch.isfinite(batch["masked_kspace"]).all()
+
+    class Poisoned:
+        ndim = dataset.ndim
+
+        def __getitem__(self, i):
+            sample = dataset[i]
+            sample["masked_kspace"][0, 0, 0, 0] = float("nan")
+            return sample
+
+    with pytest.raises(ValueError, match="NaN"):
+        load_batch(Poisoned(), indices, "cpu")
