@@ -188,16 +188,20 @@ def make_demo_dataset(
     """
     start = time.perf_counter()
     colin = load_colin27()
-    geometry = simulation.Geometry(fov_mm=tuple(fov_mm), matrix=tuple(matrix), fine_spacing_mm=colin.pixel_spacing_mm)
+    # Snap the field of view to whole fine pixels, so the header states the FOV that was simulated.
+    fov_mm = tuple(round(f / s) * s for f, s in zip(fov_mm, colin.pixel_spacing_mm))
+    geometry = simulation.Geometry(fov_mm=fov_mm, matrix=tuple(matrix), fine_spacing_mm=colin.pixel_spacing_mm)
     # Validate everything before the first file is written.
     geometry.validate(colin.images.shape[1:])
     if num_coils < 1:
-        raise ValueError(f"num_coils must be at least 1, got {num_coils} (e.g. --coils 8).")
+        raise ValueError(f"the number of coils must be at least 1, got {num_coils} (e.g. --coils 8).")
     if noise < 0:
-        raise ValueError(f"noise must be >= 0, got {noise} (e.g. --noise 0.02).")
+        raise ValueError(f"the noise level must be >= 0, got {noise} (e.g. --noise 0.02).")
     max_slices = min(len(colin.slab(s)) for s in range(colin.num_slabs))
     if slices_per_volume is not None and not 1 <= slices_per_volume <= max_slices:
-        raise ValueError(f"slices_per_volume must be between 1 and {max_slices}, got {slices_per_volume}.")
+        raise ValueError(
+            f"slices per volume must be between 1 and {max_slices} (--slices-per-volume), got {slices_per_volume}."
+        )
     splits = assign_splits(colin.num_slabs, train_volumes, val_volumes, test_volumes)
     output_dir = pathlib.Path(output_dir)
     _prepare_output(output_dir, overwrite)

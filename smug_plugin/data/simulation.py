@@ -49,6 +49,8 @@ class Geometry:
 
     def validate(self, image_shape: tuple[int, int] | None = None) -> None:
         """Raise ValueError, naming the fix, if the matrix or the source image do not fit the field of view."""
+        if any(f <= 0 for f in self.fov_mm):
+            raise ValueError(f"field of view {self.fov_mm} mm must be positive (e.g. --fov 192 160).")
         fine = self.fine_shape
         if any(m < 2 for m in self.matrix):
             raise ValueError(f"matrix {self.matrix} is too small: use at least 2 x 2 (e.g. --matrix 96 80).")
@@ -56,10 +58,14 @@ class Geometry:
             raise ValueError(
                 f"matrix {self.matrix} exceeds the fine simulation grid {fine} (FOV {self.fov_mm} mm at "
                 f"{self.fine_spacing_mm} mm): the simulation can only crop k-space, not extend it. "
-                f"Use a matrix of at most {fine[0]} x {fine[1]}."
+                f"Use --matrix of at most {fine[0]} {fine[1]}, or a larger --fov."
             )
         if image_shape is not None and any(i > f for i, f in zip(image_shape, fine)):
-            raise ValueError(f"source image {image_shape} does not fit in the field of view grid {fine}.")
+            needed = [i * s for i, s in zip(image_shape, self.fine_spacing_mm)]
+            raise ValueError(
+                f"field of view {self.fov_mm} mm is smaller than the head ({needed[0]:g} x {needed[1]:g} mm): "
+                f"use --fov of at least {needed[0]:g} {needed[1]:g}."
+            )
 
 
 def _grid_mm(shape: tuple[int, int], spacing_mm: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -214,7 +220,6 @@ def coil_sensitivities(
 
     maps /= np.sqrt((np.abs(maps[:, -1]) ** 2).sum())
     return maps[:, :-1].reshape(num_coils, *shape)
-
 
 
 def fft2c(image: np.ndarray) -> np.ndarray:
