@@ -10,6 +10,7 @@ import torch
 from robustness_fixtures import make_setup
 
 from smug_plugin.cli.main import main
+from smug_plugin.robustness.budgets import Budget
 
 SMOKE = pathlib.Path(__file__).resolve().parents[1] / "configs" / "robustness" / "smoke.yaml"
 
@@ -60,6 +61,8 @@ def test_outputs_exist_and_match_schema(full_run):
     with open(full_run / "robustness.csv") as f:
         rows = list(csv.DictReader(f))
     assert rows and {"condition", "model", "psnr_mean", "psnr_ci95", "psnr_delta_ref", "description"} <= set(rows[0])
+    for figure in ("psnr_vs_budget.png", "psnr_vs_acceleration.png", "panels.png"):
+        assert (full_run / figure).read_bytes()[:4] == b"\x89PNG"
     md = (full_run / "robustness.md").read_text()
     assert "| varnet |" in md and "| rim |" in md and "pgd PSNR" in md
 
@@ -121,7 +124,7 @@ def test_transferred_perturbation_is_applied_unchanged(setup, tmp_path, monkeypa
     varnet_final = applied["varnet"][-1]
     assert torch.equal(applied["rim"][-1], varnet_final) and varnet_final.abs().sum() > 0
     rec = _records(tmp_path / "out")
-    for (cond, model, f, s), r in rec.items():
+    for (cond, _model, f, s), r in rec.items():
         if cond == "main/pgd_from_varnet":
             assert r["source"] == "varnet"
             assert r["delta_l2"] == rec[(cond, "varnet", f, s)]["delta_l2"]
@@ -178,3 +181,49 @@ def test_nan_kspace_is_refused(setup):
 
     with pytest.raises(ValueError, match="NaN"):
         load_batch(Poisoned(), indices, "cpu")
+
+
+class _ToyRandomized(torch.nn.Module):
+    """Stands in for a smoothed plugin model: output noise drawn from a generator seeded by `noise_seed`."""
+
+    def __init__(self):
+        super().__init__()
+        self.noise_seed, self.sigma, self.num_samples, self.seeds = 0, 0.1, 2, []
+
+    @property
+    def is_randomized(self) -> bool:
+        return True
+
+
+class _ToyLoaded:
+    """The slice of the LoadedModel interface the attack uses, on a linear zero-filled reconstruction."""
+
+    name = "toy"
+
+    def __init__(self):
+        self.module = _ToyRandomized()
+        self.is_randomized = True
+
+    def reconstruct(self, batch, kspace_delta=None, noise_seed=None):
+        self.module.seeds.append(noise_seed)
+        y = batch["masked_kspace"] + (0 if kspace_delta is None else kspace_delta)
+        g = torch.Generator().manual_seed(noise_seed)
+        return y.sum(dim=(1, 4)) + self.module.sigma * torch.randn(y.shape[0], *y.shape[2:4], generator=g)
+
+
+@pytest.mark.parametrize("eot", [1, 4])
+def test_attack_draws_fresh_noise_per_step_or_per_eot_sample(eot):
+    from smug_plugin.robustness.evaluate import Evaluator
+    from smug_plugin.robustness.protocol import PerturbationSpec
+
+    toy = _ToyLoaded()
+    mask = torch.ones(2, 1, 4, 3, 1, dtype=torch.bool)
+    batch = {"masked_kspace": torch.randn(2, 2, 4, 3, 2), "sampling_mask": mask}
+    spec = PerturbationSpec("pgd", "pgd", Budget(0.1), steps=3, eot_samples=eot)
+    evaluator = Evaluator.__new__(Evaluator)
+    evaluator.timings = {"attack_s": 0.0}
+    delta, facts = evaluator.perturbation_for(toy, spec, batch, seed=100, target=torch.zeros(2, 4, 3))
+    seeds = toy.module.seeds
+    # steps x eot gradient draws plus eot draws scoring the final iterate, all distinct.
+    assert len(seeds) == (3 + 1) * eot and len(set(seeds)) == len(seeds)
+    assert delta.abs().max() <= 0.1 + 1e-6

@@ -144,6 +144,9 @@ class Evaluator:
         # Data come from one model's YAML (the reference) so every model sees identical batches.
         self.data_model = self.models[self.reference]
         self.timings: dict[str, float] = defaultdict(float)
+        # First slice of the first batch, per perturbation and model, for the image panels.
+        self.panels: dict[str, object] = {}
+        self.first_batch: str | None = None
 
     def run(self, store: RecordStore, on_progress=None) -> None:
         from tqdm import tqdm
@@ -157,6 +160,8 @@ class Evaluator:
             batches = list(
                 iterate_batches(self.data_model, dataset, self.settings.batch_size, self.settings.max_slices)
             )
+            if data_key == (None, None) and batches:
+                self.first_batch = batches[0][0]
             bar = tqdm(batches, desc=f"robustness [{data_id}]", unit="batch", disable=not self.settings.progress)
             for batch_key, indices in bar:
                 todo = [c for c in conditions if (data_id, c.id, batch_key) not in store.done]
@@ -172,6 +177,10 @@ class Evaluator:
                     for r in records:
                         r["data"] = data_id
                     store.append_unit((data_id, condition.id, batch_key), records)
+            if self.panels:
+                from smug_plugin.robustness.figures import PANELS, save_panels
+
+                save_panels(self.settings.output_dir / PANELS, self.panels)
             if on_progress is not None:
                 on_progress()
 
@@ -254,6 +263,9 @@ class Evaluator:
                     output = model.reconstruct(batch, delta, noise_seed=seed) if spec.kind != "clean" else clean
                 elapsed = time.perf_counter() - t0
                 image = _process_output(output, batch["scaling_factor"], resolution).squeeze(1)
+                if condition.group == "main" and batch_key == self.first_batch:
+                    self.panels[f"{spec.name}|{model.name}"] = image[0].detach().cpu().numpy()
+                    self.panels["target"] = target_img[0].detach().cpu().numpy()
                 metrics = slice_metrics(target_img, image)
                 errors = robustness_errors(output, clean, delta)
                 for i, (m, e) in enumerate(zip(metrics, errors)):
@@ -361,10 +373,7 @@ def run_evaluation(model_specs: list[str], protocol_path: str | pathlib.Path, se
     paths = write_reports(
         settings.output_dir, store.records, describe, evaluator.reference, protocol.to_dict(), final, layout
     )
-    try:
-        from smug_plugin.robustness.figures import make_figures
+    from smug_plugin.robustness.figures import make_figures
 
-        paths.update(make_figures(settings.output_dir, store.records, describe))
-    except ImportError:
-        pass
+    paths.update(make_figures(settings.output_dir, store.records, describe))
     return paths

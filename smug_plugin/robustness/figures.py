@@ -1,0 +1,112 @@
+"""Figures of a robustness run (matplotlib, Agg backend): metric-vs-shift curves and image panels."""
+
+import os
+import pathlib
+import tempfile
+from collections import defaultdict
+
+import numpy as np
+
+from smug_plugin.robustness.metrics import summarize
+
+PANELS = "panels.npz"
+AXIS_LABELS = {
+    "budget": "attack budget eps",
+    "acceleration": "acceleration factor",
+    "unrolls": "unroll count",
+    "sigma": "smoothing sigma",
+    "num_samples": "Monte Carlo samples K",
+}
+
+
+def _save(fig, path: pathlib.Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+        os.replace(tmp, path)
+    finally:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+
+
+def save_panels(path: pathlib.Path, images: dict[str, np.ndarray]) -> None:
+    """Store the images of one slice (target, each model clean/attacked) for the panel figure, atomically."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    os.close(fd)
+    np.savez(tmp, **images)
+    os.replace(tmp, path)
+
+
+def sweep_figures(output_dir: pathlib.Path, records: list[dict], models: list[str]) -> dict[str, pathlib.Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells: dict[tuple, list[float]] = defaultdict(list)
+    for r in records:
+        if r["group"] != "main":
+            cells[(r["group"], r["perturbation"], r["model"], r["sweep_value"])].append(r["psnr"])
+    paths = {}
+    for group in sorted({k[0] for k in cells}):
+        perts = sorted({k[1] for k in cells if k[0] == group})
+        fig, axes = plt.subplots(1, len(perts), figsize=(4.5 * len(perts), 3.5), squeeze=False)
+        for ax, pert in zip(axes[0], perts):
+            for model in models:
+                pts = sorted((k[3], summarize(v)) for k, v in cells.items() if k[:3] == (group, pert, model))
+                if not pts:
+                    continue
+                x = [p[0] for p in pts]
+                y = np.array([p[1]["mean"] for p in pts])
+                ci = np.array([p[1]["ci95"] if np.isfinite(p[1]["ci95"] or np.nan) else 0.0 for p in pts])
+                ax.errorbar(x, y, yerr=ci, marker="o", capsize=3, label=model)
+            ax.set_xlabel(AXIS_LABELS.get(group, group))
+            ax.set_ylabel("PSNR (dB), mean and 95% CI")
+            ax.set_title(pert)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        path = output_dir / f"psnr_vs_{group}.png"
+        _save(fig, path)
+        plt.close(fig)
+        paths[f"figure_{group}"] = path
+    return paths
+
+
+def panel_figure(output_dir: pathlib.Path, models: list[str]) -> dict[str, pathlib.Path]:
+    """target | each model, clean and attacked rows, with error maps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    source = output_dir / PANELS
+    if not source.exists():
+        return {}
+    data = dict(np.load(source))
+    target = data.pop("target")
+    perts = sorted({k.split("|")[0] for k in data})
+    vmax = float(target.max())
+    cols = 1 + len(models)
+    fig, axes = plt.subplots(2 * len(perts), cols, figsize=(2.2 * cols, 2.2 * 2 * len(perts)), squeeze=False)
+    for i, pert in enumerate(perts):
+        axes[2 * i, 0].imshow(target, cmap="gray", vmin=0, vmax=vmax)
+        axes[2 * i, 0].set_title("target", fontsize=8)
+        for j, model in enumerate(models, start=1):
+            img = data.get(f"{pert}|{model}")
+            if img is None:
+                continue
+            axes[2 * i, j].imshow(img, cmap="gray", vmin=0, vmax=vmax)
+            axes[2 * i, j].set_title(f"{model} ({pert})", fontsize=8)
+            axes[2 * i + 1, j].imshow(np.abs(img - target), cmap="inferno", vmin=0, vmax=0.3 * vmax)
+            axes[2 * i + 1, j].set_title("|error|", fontsize=8)
+    for ax in axes.ravel():
+        ax.axis("off")
+    path = output_dir / "panels.png"
+    _save(fig, path)
+    plt.close(fig)
+    return {"figure_panels": path}
+
+
+def make_figures(output_dir: pathlib.Path, records: list[dict], models: list[dict]) -> dict[str, pathlib.Path]:
+    names = [m["name"] for m in models]
+    return {**sweep_figures(output_dir, records, names), **panel_figure(output_dir, names)}
