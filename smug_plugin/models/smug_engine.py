@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from direct.nn.loss_keys import KeyedLossFn
 from direct.nn.mri_models import MRIModelEngine
 
@@ -98,8 +99,9 @@ class _FamilyEngine(MRIModelEngine):
 @contextmanager
 def _only_native_losses(cfg, native_losses):
     """Temporarily shows DIRECT's ``build_loss`` only the loss names it knows."""
-    original = cfg.training.loss.losses
-    cfg.training.loss.losses = native_losses
+    # A copy: OmegaConf assigns into the existing list node, which would overwrite a kept reference.
+    original = OmegaConf.to_container(cfg.training.loss.losses)
+    cfg.training.loss.losses = [OmegaConf.to_container(loss) for loss in native_losses]
     try:
         yield
     finally:

@@ -1,0 +1,232 @@
+"""Writes the DIRECT training configs under projects/ from one description, so that every model of a study sees
+the same data, masks, sensitivity maps and metrics.
+
+    python scripts/generate_projects.py          # rewrite projects/
+    python scripts/generate_projects.py --check  # fail if projects/ differs (run by the tests)
+
+Edit this file, not the YAMLs.
+"""
+
+import argparse
+import copy
+import pathlib
+import sys
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PAPER_OPTIMIZER = "Adam(betas=(0.5, 0.999))"  # published: Adam, lr 1e-4, betas (0.5, 0.999)
+METRICS = ["fastmri_psnr", "fastmri_ssim", "fastmri_nmse"]
+
+# ----------------------------------------------------------------------------------------------- data
+FASTMRI = {
+    "knee": {"crop": "reconstruction_size", "maps": "espirit", "accelerations": [(4, 0.08), (8, 0.04)]},
+    "brain": {"crop": "reconstruction_size", "maps": "espirit", "accelerations": [(4, 0.08), (8, 0.04)]},
+    # The bundled Colin27 simulation (smug data demo): 96 x 80, no crop, fast RSS-estimated maps.
+    "demo": {"crop": None, "maps": "rss_estimate", "accelerations": [(4, 0.08)]},
+}
+
+
+def transforms(anatomy: str, acceleration: float, center_fraction: float) -> dict:
+    data = FASTMRI[anatomy]
+    return {
+        "masking": {"name": "FastMRIRandom", "accelerations": [acceleration], "center_fractions": [center_fraction]},
+        "cropping": {"crop": data["crop"], "image_center_crop": data["crop"] is not None},
+        "sensitivity_map_estimation": {
+            "estimate_sensitivity_maps": True,
+            "sensitivity_maps_type": data["maps"],
+            "sensitivity_maps_gaussian": 0.7,
+        },
+        "normalization": {"scaling_key": "masked_kspace", "scale_percentile": 0.99},
+        "padding_eps": 0.0001,
+        # The plugin losses need the fully sampled k-space (complex target image).
+        "delete_kspace": False,
+    }
+
+
+def training_datasets(anatomy: str) -> list[dict]:
+    # One model is trained for all accelerations of the study, as in the papers (one run per acceleration is a
+    # matter of keeping one entry).
+    accelerations = FASTMRI[anatomy]["accelerations"]
+    masks = {
+        "name": "FastMRIRandom",
+        "accelerations": [a for a, _ in accelerations],
+        "center_fractions": [c for _, c in accelerations],
+    }
+    first = transforms(anatomy, *accelerations[0])
+    return [{"name": "FastMRI", "transforms": {**first, "masking": masks}}]
+
+
+def validation_datasets(anatomy: str) -> list[dict]:
+    return [
+        {"name": "FastMRI", "text_description": f"{int(a)}x", "transforms": transforms(anatomy, a, c)}
+        for a, c in FASTMRI[anatomy]["accelerations"]
+    ]
+
+
+# ----------------------------------------------------------------------------------------------- models
+def denoiser(size: str) -> dict:
+    if size == "paper":  # 3 down-up blocks x 64 channels, about 5 M parameters
+        return {"denoiser_hidden_channels": 64, "denoiser_num_dubs": 3, "denoiser_num_convs_recon": 9}
+    return {"denoiser_hidden_channels": 16, "denoiser_num_dubs": 1, "denoiser_num_convs_recon": 3}
+
+
+def unrolled(size: str, name: str, pretrained: str | None, **extra) -> dict:
+    steps = {"paper": 8, "demo": 5}[size]
+    model = {"model_name": name, "num_steps": steps, "lambda_init": 1.0, "cg_iters": 10 if size == "paper" else 8}
+    model.update(cg_tol=1e-6, **denoiser(size), denoiser_checkpoint=pretrained, **extra)
+    return model
+
+
+def smoothing(size: str) -> dict:
+    # Papers: sigma 0.01, K = 10. The demo keeps sigma and uses K = 4 to fit a 2-core CPU.
+    return {"sigma": 0.01, "num_samples": 10 if size == "paper" else 4, "reuse_noise": False, "noise_seed": 0}
+
+
+def models(size: str, pretrained: str | None) -> dict[str, tuple[dict, list[dict]]]:
+    """name -> (model section, losses); lambda_l is the multiplier of the reconstruction loss."""
+    recon = [{"function": "l2_loss", "multiplier": 1.0}]
+    ustab = [{"function": "ustab_loss", "multiplier": 1.0}]
+    checkpointing = {"gradient_checkpointing": size == "paper"}
+    return {
+        "didn_pretrain": (
+            {"model_name": "smug.didn.DIDN", **denoiser(size), "sigma": 0.01, "noise_seed": 0},
+            [{"function": "denoiser_loss", "multiplier": 1.0}],
+        ),
+        "modl": (unrolled(size, "smug.modl.MoDL", pretrained), recon),
+        "smug": (
+            unrolled(size, "smug.smug.SMUG", pretrained, **smoothing(size), **checkpointing),
+            recon + ustab,
+        ),
+        "weighted_smug": (
+            unrolled(
+                size,
+                "smug.weighted_smug.WeightedSMUG",
+                pretrained,
+                **smoothing(size),
+                weight_encoder_channels=16,
+                weight_encoder_layers=5,
+                **checkpointing,
+            ),
+            recon + ustab,
+        ),
+        "rs_e2e": (unrolled(size, "smug.rs_e2e.RSE2E", pretrained, **smoothing(size), **checkpointing), recon),
+        "varnet": (
+            {"model_name": "varnet.varnet.EndToEndVarNet", "num_layers": 8 if size == "paper" else 5}
+            | ({"regularizer_num_filters": 18} if size == "paper" else {"regularizer_num_filters": 8}),
+            [{"function": "l1_loss", "multiplier": 1.0}, {"function": "ssim_loss", "multiplier": 1.0}],
+        ),
+        "rim": (
+            {"model_name": "rim.rim.RIM", "hidden_channels": 64 if size == "paper" else 16, "length": 8}
+            | {"depth": 2, "steps": 1, "no_parameter_sharing": False, "image_initialization": "sense"},
+            [{"function": "l1_loss", "multiplier": 1.0}, {"function": "ssim_loss", "multiplier": 1.0}],
+        ),
+    }
+
+
+# ----------------------------------------------------------------------------------------------- configs
+def config(anatomy: str, size: str, model: dict, losses: list[dict], iterations: int, batch_size: int) -> dict:
+    paper = size == "paper"
+    validation_every = 5000 if paper else iterations
+    return {
+        "model": model,
+        "physics": {"forward_operator": "fft2", "backward_operator": "ifft2"},
+        "training": {
+            "datasets": training_datasets(anatomy),
+            "optimizer": PAPER_OPTIMIZER,
+            "lr": 1e-4 if paper else 1e-3,
+            "weight_decay": 0.0,
+            "batch_size": batch_size,
+            "lr_step_size": 10**9,  # constant learning rate, as published
+            "lr_warmup_iter": 0 if paper else 20,
+            "num_iterations": iterations,
+            "validation_steps": validation_every,
+            "gradient_clipping": 0.0 if paper else 1.0,
+            "checkpointer": {"checkpoint_steps": validation_every},
+            "loss": {"crop": None, "losses": losses},
+        },
+        "validation": {
+            "datasets": validation_datasets(anatomy),
+            "batch_size": 4,
+            "crop": "header" if FASTMRI[anatomy]["crop"] else None,
+            "metrics": METRICS,
+        },
+        "inference": {
+            "batch_size": 4,
+            "crop": "header" if FASTMRI[anatomy]["crop"] else None,
+            "dataset": {"name": "FastMRI", "transforms": transforms(anatomy, *FASTMRI[anatomy]["accelerations"][0])},
+        },
+        "logging": {"tensorboard": {"num_images": 2}},
+    }
+
+
+DEMO_ITERATIONS = {"didn_pretrain": 300, "modl": 300, "smug": 150, "weighted_smug": 150, "rs_e2e": 150}
+PAPER_ITERATIONS = {"didn_pretrain": 300_000}
+
+
+def iterations(anatomy: str, name: str) -> int:
+    if anatomy == "demo":
+        return DEMO_ITERATIONS.get(name, 300)
+    return PAPER_ITERATIONS.get(name, 1_000_000)
+
+
+def pretrained_checkpoint(anatomy: str) -> str:
+    """Where `direct train` leaves the last pre-training checkpoint (it counts iterations from 0)."""
+    run = (
+        "runs/demo/didn_pretrain/didn_pretrain"
+        if anatomy == "demo"
+        else f"runs/didn_pretrain_{anatomy}/didn_pretrain_{anatomy}"
+    )
+    return f"{run}/model_{iterations(anatomy, 'didn_pretrain') - 1}.pt"
+
+
+def command(anatomy: str, name: str) -> str:
+    if anatomy == "demo":
+        return (
+            f"direct train runs/demo/{name} --cfg projects/demo/{name}.yaml --training-root data/demo/train "
+            "--validation-root data/demo/val --device cpu --num-workers 0"
+        )
+    return (
+        f"direct train runs/{name}_{anatomy} --cfg projects/{name}_{anatomy}.yaml "
+        f"--training-root .../multicoil_train --validation-root .../multicoil_val --device cuda"
+    )
+
+
+def all_projects() -> dict[pathlib.Path, str]:
+    files = {}
+    for anatomy in ("knee", "brain", "demo"):
+        size = "demo" if anatomy == "demo" else "paper"
+        for name, (model, losses) in models(size, pretrained_checkpoint(anatomy)).items():
+            body = config(anatomy, size, copy.deepcopy(model), losses, iterations(anatomy, name), batch_size=2)
+            path = f"projects/demo/{name}.yaml" if anatomy == "demo" else f"projects/{name}_{anatomy}.yaml"
+            header = [
+                f"# {name} on {'the bundled Colin27 demo data' if anatomy == 'demo' else f'fastMRI {anatomy}'}"
+                " - generated by scripts/generate_projects.py: edit there.",
+                f"# {command(anatomy, name)}",
+            ]
+            if model.get("denoiser_checkpoint"):
+                header.append("# denoiser_checkpoint: the pre-training run (didn_pretrain) must have finished first.")
+            files[ROOT / path] = "\n".join(header) + "\n" + yaml.safe_dump(body, sort_keys=False, width=120)
+    return files
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only check that projects/ is up to date")
+    args = parser.parse_args()
+    stale = []
+    for path, text in all_projects().items():
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(str(path.relative_to(ROOT)))
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    if stale:
+        print(f"out of date (run python scripts/generate_projects.py): {', '.join(stale)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
