@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMAND_MODULES = ["smug_plugin.cli.data", "smug_plugin.cli.evaluate"]
+SUBCOMMAND_MODULES = ["smug_plugin.cli.data", "smug_plugin.cli.evaluate", "smug_plugin.cli.metrics"]
 
 
 def build_parser() -> argparse.ArgumentParser:
