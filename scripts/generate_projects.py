@@ -75,6 +75,9 @@ def unrolled(size: str, name: str, pretrained: str | None, **extra) -> dict:
     steps = {"paper": 8, "demo": 5}[size]
     model = {"model_name": name, "num_steps": steps, "lambda_init": 1.0, "cg_iters": 10 if size == "paper" else 8}
     model.update(cg_tol=1e-6, **denoiser(size), denoiser_checkpoint=pretrained, **extra)
+    if size == "demo":
+        # Watch robustness while training: validation PSNR/SSIM under a 3-step k-space PGD (<metric>_pgd).
+        model.update(robust_validation_budget=0.02, robust_validation_steps=3)
     return model
 
 

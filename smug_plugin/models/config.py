@@ -29,6 +29,10 @@ class MoDLConfig(ModelConfig):
     ustab_target: UStabTarget = UStabTarget.DENOISED_TARGET
     ustab_detach_target: bool = False
     ustab_frozen_denoiser_checkpoint: str | None = None
+    # Read by the engine: PGD robustness logged with the validation metrics as <metric>_pgd (0 = off).
+    robust_validation_budget: float = 0.0
+    robust_validation_steps: int = 5
+    robust_validation_seed: int = 0
 
 
 @dataclass

@@ -12,9 +12,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 from direct.nn.loss_keys import KeyedLossFn
 from direct.nn.mri_models import MRIModelEngine
+from omegaconf import OmegaConf
 
 from smug_plugin.losses.smoothing import (
     DENOISER_LOSS,
@@ -27,6 +27,7 @@ from smug_plugin.losses.smoothing import (
     ustab_loss,
 )
 from smug_plugin.models.denoiser import apply_denoiser, load_denoiser_state
+from smug_plugin.robustness.validation import RobustValidation, attacked_kspace
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -117,6 +118,12 @@ class UnrolledEngine(_FamilyEngine):
         self, cfg, model, device, forward_operator=None, backward_operator=None, mixed_precision=False, **models
     ):
         super().__init__(cfg, model, device, forward_operator, backward_operator, mixed_precision, **models)
+        self._robust_validation = RobustValidation(
+            budget=float(getattr(cfg.model, "robust_validation_budget", 0.0)),
+            steps=int(getattr(cfg.model, "robust_validation_steps", 5)),
+            seed=int(getattr(cfg.model, "robust_validation_seed", 0)),
+        )
+        self._attacking = False
         self._frozen_denoiser = None
         checkpoint = getattr(cfg.model, "ustab_frozen_denoiser_checkpoint", None)
         if checkpoint:
@@ -124,8 +131,40 @@ class UnrolledEngine(_FamilyEngine):
             load_denoiser_state(frozen, checkpoint)
             self._frozen_denoiser = frozen.to(device).eval().requires_grad_(False)
 
+    def evaluate(self, data_loader, loss_fns):
+        """DIRECT's validation; with ``robust_validation_budget > 0`` a second pass on PGD-attacked k-space whose
+        metrics are added as ``<metric>_pgd`` (same json files and TensorBoard as DIRECT's own)."""
+        result = super().evaluate(data_loader, loss_fns)
+        if not self._robust_validation.enabled:
+            return result
+        # A fresh loader: DIRECT's sequential volume sampler cannot be iterated twice.
+        sampler = self.build_batch_sampler(
+            data_loader.dataset,
+            batch_size=self.cfg.validation.batch_size,
+            sampler_type="sequential",
+            limit_number_of_volumes=None,
+        )
+        loader = self.build_loader(data_loader.dataset, batch_sampler=sampler, num_workers=data_loader.num_workers)
+        self._attacking = True
+        try:
+            attacked_metrics = super().evaluate(loader, loss_fns)[1]
+        finally:
+            self._attacking = False
+        loss_dict, metrics, *visualisation = result
+        for volume, values in attacked_metrics.items():
+            metrics.setdefault(volume, {}).update({f"{name}_pgd": value for name, value in values.items()})
+        return (loss_dict, metrics, *visualisation)
+
     def forward_function(self, data: dict[str, Any]) -> tuple[torch.Tensor, None]:
         needs_details = self.model.training and USTAB_LOSS in self._plugin_loss_names()
+        if self._attacking:
+            data["masked_kspace"] = attacked_kspace(
+                lambda kspace: self.model(kspace, data["sampling_mask"], data["sensitivity_map"]),
+                data["masked_kspace"],
+                data["sampling_mask"],
+                data["target"],
+                self._robust_validation,
+            ).detach()
         output = self.model(
             masked_kspace=data["masked_kspace"],
             sampling_mask=data["sampling_mask"],

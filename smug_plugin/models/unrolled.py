@@ -282,6 +282,9 @@ _ENGINE_ONLY_KEYS = {
     "ustab_target",
     "ustab_detach_target",
     "ustab_frozen_denoiser_checkpoint",
+    "robust_validation_budget",
+    "robust_validation_steps",
+    "robust_validation_seed",
 }
 
 
