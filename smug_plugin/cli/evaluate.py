@@ -26,7 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--data-root", required=True, type=pathlib.Path, help="Directory of fastMRI-format h5 files.")
     parser.add_argument("--output-dir", required=True, type=pathlib.Path)
     parser.add_argument("--reference", default=None, help="Model the table is relative to (default: the first).")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=None, help="Run seed (default: the protocol's seed).")
     parser.add_argument("--resume", action="store_true", help="Continue an interrupted run in --output-dir.")
     parser.add_argument("--max-slices", type=int, default=None, help="Evaluate only the first N slices.")
     parser.add_argument("--device", default="cpu")

@@ -41,7 +41,7 @@ class RunSettings:
     data_root: pathlib.Path
     output_dir: pathlib.Path
     reference: str | None = None
-    seed: int = 0
+    seed: int | None = None  # None: the protocol's seed
     resume: bool = False
     max_slices: int | None = None
     device: str = "cpu"
@@ -214,6 +214,11 @@ class Evaluator:
 
         def objective(delta: torch.Tensor, draw: int) -> torch.Tensor:
             out = model.reconstruct(batch, delta, noise_seed=seed + 1 + draw)
+            if out.shape != target.shape:  # an engine that crops its output: compare on the common centre
+                from direct.data.transforms import center_crop
+
+                out = center_crop(out, target.shape[-2:])
+                return ((out - center_crop(target, out.shape[-2:])) ** 2).flatten(1).mean(1)
             return ((out - target) ** 2).flatten(1).mean(1)
 
         settings = PGDSettings(
@@ -235,6 +240,9 @@ class Evaluator:
 
         spec = condition.perturbation
         seed = condition.seed(self.settings.seed, batch_key)
+        # The clean reconstruction is shared by all conditions of a batch (and cached): its noise seed must not
+        # depend on which condition happens to compute it first, or --resume would change randomized models' f(y).
+        clean_seed = Condition("clean", condition.perturbation).seed(self.settings.seed, batch_key)
         crop = self.data_model.cfg.inference.crop
         resolution = _compute_resolution(crop, batch.get("reconstruction_size"))
         target_img = _process_output(batch["target"], batch["scaling_factor"], resolution).squeeze(1)
@@ -245,7 +253,9 @@ class Evaluator:
             source = self.models[spec.transfer_from]
             with source.settings(**overrides) as ok:
                 if ok:
-                    shared_delta, shared_facts = self._attack_delta(source, condition, batch, seed, clean_cache)
+                    shared_delta, shared_facts = self._attack_delta(
+                        source, condition, batch, seed, clean_seed, clean_cache
+                    )
             if shared_delta is None:
                 return []  # the source cannot run under this condition: the whole cell is n/a
         records = []
@@ -257,8 +267,8 @@ class Evaluator:
                 if shared_delta is not None:
                     delta, facts = shared_delta, {**shared_facts, "source": spec.transfer_from}
                 else:
-                    delta, facts = self._attack_delta(model, condition, batch, seed, clean_cache)
-                clean = self._clean(model, condition, batch, seed, clean_cache)
+                    delta, facts = self._attack_delta(model, condition, batch, seed, clean_seed, clean_cache)
+                clean = self._clean(model, condition, batch, clean_seed, clean_cache)
                 with torch.no_grad():
                     output = model.reconstruct(batch, delta, noise_seed=seed) if spec.kind != "clean" else clean
                 elapsed = time.perf_counter() - t0
@@ -294,10 +304,10 @@ class Evaluator:
                     )
         return records
 
-    def _attack_delta(self, model, condition, batch, seed, clean_cache):
+    def _attack_delta(self, model, condition, batch, seed, clean_seed, clean_cache):
         spec = condition.perturbation
         if spec.kind == PerturbationKind.PGD and spec.target == AttackTarget.CLEAN:
-            target = self._clean(model, condition, batch, seed, clean_cache).detach()
+            target = self._clean(model, condition, batch, clean_seed, clean_cache).detach()
         else:
             target = batch["target"]
         return self.perturbation_for(model, spec, batch, seed, target)
@@ -326,6 +336,8 @@ def run_evaluation(model_specs: list[str], protocol_path: str | pathlib.Path, se
     if not model_specs:
         raise ValueError("Give at least one --model NAME=CONFIG.yaml:CHECKPOINT.pt.")
     protocol = load_protocol(protocol_path)
+    if settings.seed is None:
+        settings.seed = protocol.seed
     specs = [ModelSpec.parse(s) for s in model_specs]
     for spec in specs:
         spec.check_files()  # fail on a missing checkpoint before spending time on loading others

@@ -94,7 +94,6 @@ class Protocol:
     seed: int
     perturbations: list[PerturbationSpec]
     sweeps: dict[str, dict] = field(default_factory=dict)
-    source: str | None = None
 
     def perturbation(self, name: str) -> PerturbationSpec:
         for p in self.perturbations:
@@ -131,7 +130,6 @@ class Protocol:
         return {
             "name": self.name,
             "seed": self.seed,
-            "source": self.source,
             "perturbations": [p.to_dict() for p in self.perturbations],
             "sweeps": self.sweeps,
         }
@@ -199,7 +197,7 @@ def load_protocol(path: str | pathlib.Path) -> Protocol:
         raise ProtocolError(f"Could not parse robustness protocol {path}: {e}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("perturbations"), list) or not raw["perturbations"]:
         raise ProtocolError(f"{path}: a protocol is a mapping with a non-empty 'perturbations' list.")
-    unknown = set(raw) - {"name", "seed", "perturbations", "sweeps", "source"}
+    unknown = set(raw) - {"name", "seed", "perturbations", "sweeps"}
     if unknown:
         raise ProtocolError(f"{path}: unknown top-level keys {sorted(unknown)}.")
     perts = [_parse_perturbation(p) for p in raw["perturbations"]]
@@ -217,6 +215,6 @@ def load_protocol(path: str | pathlib.Path) -> Protocol:
             raise ProtocolError(f"{path}: sweep '{sweep_name}' values must be positive numbers.")
         if sweep_name == "budget" and "perturbation" not in sweep:
             raise ProtocolError(f"{path}: the budget sweep names the 'perturbation' whose budget it varies.")
-    protocol = Protocol(raw.get("name", path.stem), int(raw.get("seed", 0)), perts, sweeps, raw.get("source"))
+    protocol = Protocol(raw.get("name", path.stem), int(raw.get("seed", 0)), perts, sweeps)
     protocol.conditions()  # resolves every reference, raising ProtocolError on a dangling one
     return protocol
