@@ -86,10 +86,10 @@ def smoothing(size: str) -> dict:
     return {"sigma": 0.01, "num_samples": 10 if size == "paper" else 4, "reuse_noise": False, "noise_seed": 0}
 
 
-def models(size: str, pretrained: str | None) -> dict[str, tuple[dict, list[dict]]]:
-    """name -> (model section, losses); lambda_l is the multiplier of the reconstruction loss."""
+def models(size: str, pretrained: str | None, lambda_l: float = 1.0) -> dict[str, tuple[dict, list[dict]]]:
+    """name -> (model section, losses); lambda_l is the multiplier of the reconstruction loss next to UStab."""
     recon = [{"function": "l2_loss", "multiplier": 1.0}]
-    ustab = [{"function": "ustab_loss", "multiplier": 1.0}]
+    ustab = [{"function": "l2_loss", "multiplier": lambda_l}, {"function": "ustab_loss", "multiplier": 1.0}]
     checkpointing = {"gradient_checkpointing": size == "paper"}
     return {
         "didn_pretrain": (
@@ -99,7 +99,7 @@ def models(size: str, pretrained: str | None) -> dict[str, tuple[dict, list[dict
         "modl": (unrolled(size, "smug.modl.MoDL", pretrained), recon),
         "smug": (
             unrolled(size, "smug.smug.SMUG", pretrained, **smoothing(size), **checkpointing),
-            recon + ustab,
+            ustab,
         ),
         "weighted_smug": (
             unrolled(
@@ -111,7 +111,7 @@ def models(size: str, pretrained: str | None) -> dict[str, tuple[dict, list[dict
                 weight_encoder_layers=5,
                 **checkpointing,
             ),
-            recon + ustab,
+            ustab,
         ),
         "rs_e2e": (unrolled(size, "smug.rs_e2e.RSE2E", pretrained, **smoothing(size), **checkpointing), recon),
         "varnet": (
@@ -164,48 +164,75 @@ def config(anatomy: str, size: str, model: dict, losses: list[dict], iterations:
 
 
 DEMO_ITERATIONS = {"didn_pretrain": 300, "modl": 300, "smug": 150, "weighted_smug": 150, "rs_e2e": 150}
+# `make reproduce` (scripts/reproduce.py): the fine-tuned models get the same number of iterations; VarNet and RIM,
+# which have no pre-training, get the pre-training's iterations on top.
+REPRODUCE_ITERATIONS = {"didn_pretrain": 600, "varnet": 1000, "rim": 1000}
+REPRODUCE_FINE_TUNING = 400
+# lambda_l candidates of the SMUG models; scripts/reproduce.py picks one on the validation split.
+REPRODUCE_LAMBDA_L = (1.0, 10.0)
 PAPER_ITERATIONS = {"didn_pretrain": 300_000}
 
 
-def iterations(anatomy: str, name: str) -> int:
-    if anatomy == "demo":
+def iterations(study: str, name: str) -> int:
+    if study == "demo":
         return DEMO_ITERATIONS.get(name, 300)
+    if study == "reproduce":
+        return REPRODUCE_ITERATIONS.get(name.split("_lambda")[0], REPRODUCE_FINE_TUNING)
     return PAPER_ITERATIONS.get(name, 1_000_000)
 
 
-def pretrained_checkpoint(anatomy: str) -> str:
+def pretrained_checkpoint(study: str) -> str:
     """Where `direct train` leaves the last pre-training checkpoint (it counts iterations from 0)."""
     run = (
-        "runs/demo/didn_pretrain/didn_pretrain"
-        if anatomy == "demo"
-        else f"runs/didn_pretrain_{anatomy}/didn_pretrain_{anatomy}"
+        f"runs/{study}/didn_pretrain/didn_pretrain"
+        if study in LOCAL
+        else f"runs/didn_pretrain_{study}/didn_pretrain_{study}"
     )
-    return f"{run}/model_{iterations(anatomy, 'didn_pretrain') - 1}.pt"
+    return f"{run}/model_{iterations(study, 'didn_pretrain') - 1}.pt"
 
 
-def command(anatomy: str, name: str) -> str:
-    if anatomy == "demo":
+LOCAL = ("demo", "reproduce")  # studies on the bundled data, trained on the CPU
+
+
+def command(study: str, name: str) -> str:
+    if study in LOCAL:
         return (
-            f"direct train runs/demo/{name} --cfg projects/demo/{name}.yaml --training-root data/demo/train "
+            f"direct train runs/{study}/{name} --cfg projects/{study}/{name}.yaml --training-root data/demo/train "
             "--validation-root data/demo/val --device cpu --num-workers 0"
         )
     return (
-        f"direct train runs/{name}_{anatomy} --cfg projects/{name}_{anatomy}.yaml "
+        f"direct train runs/{name}_{study} --cfg projects/{name}_{study}.yaml "
         f"--training-root .../multicoil_train --validation-root .../multicoil_val --device cuda"
     )
 
 
+def study_models(study: str) -> dict[str, tuple[dict, list[dict]]]:
+    size = "demo" if study in LOCAL else "paper"
+    if study != "reproduce":
+        return models(size, pretrained_checkpoint(study))
+    selected = {}
+    for lambda_l in REPRODUCE_LAMBDA_L:
+        for name, entry in models(size, pretrained_checkpoint(study), lambda_l).items():
+            if name in ("smug", "weighted_smug"):
+                selected[f"{name}_lambda{lambda_l:g}"] = entry
+            else:
+                selected[name] = entry
+    return selected
+
+
 def all_projects() -> dict[pathlib.Path, str]:
     files = {}
-    for anatomy in ("knee", "brain", "demo"):
-        size = "demo" if anatomy == "demo" else "paper"
-        for name, (model, losses) in models(size, pretrained_checkpoint(anatomy)).items():
-            body = config(anatomy, size, copy.deepcopy(model), losses, iterations(anatomy, name), batch_size=2)
-            path = f"projects/demo/{name}.yaml" if anatomy == "demo" else f"projects/{name}_{anatomy}.yaml"
+    for study in ("knee", "brain", "demo", "reproduce"):
+        size = "demo" if study in LOCAL else "paper"
+        for name, (model, losses) in study_models(study).items():
+            body = config(
+                "demo" if study in LOCAL else study, size, copy.deepcopy(model), losses, iterations(study, name), 2
+            )
+            path = f"projects/{study}/{name}.yaml" if study in LOCAL else f"projects/{name}_{study}.yaml"
+            data = "the bundled Colin27 demo data" if study in LOCAL else f"fastMRI {study}"
             header = [
-                f"# {name} on {'the bundled Colin27 demo data' if anatomy == 'demo' else f'fastMRI {anatomy}'}"
-                " - generated by scripts/generate_projects.py: edit there.",
-                f"# {command(anatomy, name)}",
+                f"# {name} on {data} - generated by scripts/generate_projects.py: edit there.",
+                f"# {command(study, name)}",
             ]
             if model.get("denoiser_checkpoint"):
                 header.append("# denoiser_checkpoint: the pre-training run (didn_pretrain) must have finished first.")

@@ -157,6 +157,8 @@ class Evaluator:
         for data_key, conditions in groups.items():
             data_id = "default" if data_key[0] is None else f"acc={data_key[0]:g}"
             dataset = build_dataset(self.data_model, self.settings.data_root, *data_key)
+            for model in self.models.values():
+                model.engine.ndim = dataset.ndim  # DIRECT engines learn the dimensionality from the data
             batches = list(
                 iterate_batches(self.data_model, dataset, self.settings.batch_size, self.settings.max_slices)
             )
