@@ -14,7 +14,7 @@ demo: setup
 	@bash scripts/demo.sh
 
 reproduce: setup
-	@bash scripts/reproduce.sh
+	$(PY) scripts/reproduce.py
 
 lint: setup
 	.venv/bin/ruff check smug_plugin tests benchmarks scripts
