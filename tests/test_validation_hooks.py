@@ -1,0 +1,60 @@
+"""Robust validation inside training and the `smug metrics` summary of `direct train` runs."""
+
+import json
+
+import pytest
+import torch
+
+from direct.data.transforms import fft2, ifft2
+
+from smug_plugin.cli.main import main as smug_main
+from smug_plugin.cli.metrics import last_validation_metrics
+from smug_plugin.models.modl import MoDL
+from smug_plugin.robustness.validation import RobustValidation, attacked_kspace
+
+
+@pytest.fixture
+def batch():
+    generator = torch.Generator().manual_seed(0)
+    mask = (torch.rand(2, 1, 1, 12, 1, generator=generator) > 0.5).float().expand(2, 1, 16, 12, 1).contiguous()
+    sens = torch.randn(2, 3, 16, 12, 2, generator=generator)
+    sens = sens / (sens**2).sum(dim=(1, 4), keepdim=True).sqrt()
+    model = MoDL(fft2, ifft2, num_steps=2, cg_iters=4, denoiser_hidden_channels=8, denoiser_num_dubs=1).eval()
+    image = torch.randn(2, 16, 12, 2, generator=generator)
+    kspace = model.forward_project(image, mask, sens)
+    return model, kspace, mask, sens, torch.linalg.vector_norm(image, dim=-1)
+
+
+def test_attack_stays_in_the_ball_on_acquired_entries_and_hurts(batch):
+    model, kspace, mask, sens, target = batch
+    settings = RobustValidation(budget=0.05, steps=3, seed=1)
+    attacked = attacked_kspace(lambda k: model(k, mask, sens), kspace, mask, target, settings)
+    delta = attacked - kspace
+    assert delta.abs().max() <= 0.05 + 1e-6
+    assert torch.all(delta * (1 - mask) == 0)
+
+    def error(k):
+        return ((torch.linalg.vector_norm(model(k, mask, sens), dim=-1) - target) ** 2).mean()
+
+    assert error(attacked) > error(kspace)
+    again = attacked_kspace(lambda k: model(k, mask, sens), kspace, mask, target, settings)
+    assert torch.equal(again, attacked)  # the seed makes validations comparable across iterations
+
+
+@pytest.mark.parametrize("budget, steps, message", [(-1.0, 3, "budget"), (0.1, 0, "steps")])
+def test_bad_robust_validation_settings(budget, steps, message):
+    with pytest.raises(ValueError, match=message):
+        RobustValidation(budget=budget, steps=steps)
+
+
+def test_metrics_summary_reads_the_last_iteration(tmp_path, capsys):
+    run = tmp_path / "modl" / "modl"
+    run.mkdir(parents=True)
+    for iteration, psnr in ((9, 20.0), (19, 30.0)):
+        values = {"fastmri_psnr_metric": psnr, "fastmri_ssim_metric": 0.5, "fastmri_nmse_metric": 0.1}
+        (run / f"metrics_val_4x_{iteration}.json").write_text(json.dumps({"a.h5": values, "b.h5": values}))
+    assert last_validation_metrics(tmp_path / "modl")["4x"]["fastmri_psnr"] == 30.0
+    assert smug_main(["metrics", str(tmp_path / "modl")]) == 0
+    assert "| modl | 4x | 19 | 30.00 | 0.5000 | 0.1000 |" in capsys.readouterr().out
+    assert smug_main(["metrics", str(tmp_path / "absent")]) == 2
+    assert "has `direct train` validated this run yet?" in capsys.readouterr().out
