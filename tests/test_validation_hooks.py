@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-
 from direct.data.transforms import fft2, ifft2
 
 from smug_plugin.cli.main import main as smug_main
