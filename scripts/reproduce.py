@@ -108,9 +108,14 @@ def choose_lambda_l(runs: pathlib.Path, candidates: list[float]) -> dict:
     }
 
 
-def run_parallel(runs: pathlib.Path, names: list[str], jobs: int) -> list[dict]:
+def train_all(runs: pathlib.Path, independent: list[str], pretraining: str, dependent: list[str], jobs: int):
+    """Trains `jobs` runs at a time; the runs that fine-tune from `pretraining` are queued once it has finished."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(lambda name: train(runs, name), names))
+        first = pool.submit(train, runs, pretraining)
+        others = [pool.submit(train, runs, name) for name in independent]
+        records = [first.result()]
+        others += [pool.submit(train, runs, name) for name in dependent]
+        return records + [future.result() for future in others]
 
 
 def main() -> int:
@@ -138,10 +143,8 @@ def main() -> int:
 
     log("2/5 training: pre-training, then fine-tuning and the DIRECT-native baselines, two at a time")
     candidates = list(generate_projects.REPRODUCE_LAMBDA_L)
-    first = ["didn_pretrain", "varnet"]
-    steps += run_parallel(runs, first, args.jobs)
-    second = ["modl", *[f"smug_lambda{lam:g}" for lam in candidates], "rs_e2e", "rim"]
-    steps += run_parallel(runs, second, args.jobs)
+    fine_tuned = ["modl", *[f"smug_lambda{lam:g}" for lam in candidates], "rs_e2e"]
+    steps += train_all(runs, ["varnet", "rim"], "didn_pretrain", fine_tuned, args.jobs)
 
     log("3/5 lambda_l on the validation split")
     choice = choose_lambda_l(runs, candidates)
