@@ -141,8 +141,9 @@ def test_unknown_plugin_class_is_reported(tmp_path: pathlib.Path, caplog: pytest
     with pytest.raises(SystemExit) as exit_info:
         load_models_into_environment_config(cfg)
     assert exit_info.value.code == -1
-    # The module exists, the class does not: DIRECT names both (the plugin's model modules list nothing more).
-    assert "direct.nn.smug.modl" in caplog.text and "'Nope'" in caplog.text
+    # The module exists, the class does not: DIRECT's message carries the plugin's list of models.
+    assert "'Nope'" in caplog.text
+    assert "Available plugin models" in caplog.text and "smug.smug.SMUG" in caplog.text
 
 
 @pytest.mark.parametrize(

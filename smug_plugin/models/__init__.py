@@ -14,3 +14,9 @@ __direct_models__ = [
     "rs_e2e.RSE2E",
     "didn.DIDN",
 ]
+
+
+def unknown_name_error(module: str, name: str) -> AttributeError:
+    """The error DIRECT shows for ``model_name: smug.<module>.<name>`` when ``name`` does not exist."""
+    available = ", ".join(f"smug.{model}" for model in __direct_models__)
+    return AttributeError(f"module {module!r} has no {name!r}. Available plugin models: {available}.")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from direct.config.defaults import ModelConfig
 
 from smug_plugin.losses.smoothing import UStabTarget
-from smug_plugin.models import __direct_models__
+from smug_plugin.models import unknown_name_error
 
 
 @dataclass
@@ -71,8 +71,5 @@ class DIDNConfig(ModelConfig):
 
 
 def __getattr__(name: str):
-    # DIRECT reports a failed lookup with this message; list what exists instead of a bare AttributeError.
-    raise AttributeError(
-        f"smug plugin has no model config {name!r}. Available plugin models: "
-        + ", ".join(f"smug.{m}" for m in __direct_models__)
-    )
+    # DIRECT reports a failed lookup with this message: list what exists instead of a bare AttributeError.
+    raise unknown_name_error(__name__, name)

@@ -3,6 +3,7 @@
 import torch
 from torch import nn
 
+from smug_plugin.models import unknown_name_error
 from smug_plugin.models.denoiser import apply_denoiser, build_denoiser
 
 
@@ -40,3 +41,7 @@ class DIDN(nn.Module):
             generator = torch.Generator(device=image.device).manual_seed(int(self.noise_seed))
         noise = torch.randn(image.shape, generator=generator, device=image.device, dtype=image.dtype)
         return image + self.sigma * noise
+
+
+def __getattr__(name: str):
+    raise unknown_name_error(__name__, name)

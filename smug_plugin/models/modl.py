@@ -1,5 +1,6 @@
 """``smug.modl.MoDL``: the unsmoothed baseline of the family."""
 
+from smug_plugin.models import unknown_name_error
 from smug_plugin.models.unrolled import SmoothedUnrolledNetwork, Smoothing, network_kwargs
 
 
@@ -12,3 +13,7 @@ class MoDL(SmoothedUnrolledNetwork):
 
     def __init__(self, forward_operator, backward_operator, **kwargs):
         super().__init__(forward_operator, backward_operator, **network_kwargs(kwargs, Smoothing.NONE))
+
+
+def __getattr__(name: str):
+    raise unknown_name_error(__name__, name)

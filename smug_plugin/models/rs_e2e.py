@@ -1,5 +1,6 @@
 """``smug.rs_e2e.RSE2E``: randomized smoothing of the whole MoDL, end to end."""
 
+from smug_plugin.models import unknown_name_error
 from smug_plugin.models.unrolled import SmoothedUnrolledNetwork, Smoothing, network_kwargs
 
 
@@ -8,3 +9,7 @@ class RSE2E(SmoothedUnrolledNetwork):
 
     def __init__(self, forward_operator, backward_operator, **kwargs):
         super().__init__(forward_operator, backward_operator, **network_kwargs(kwargs, Smoothing.INPUT))
+
+
+def __getattr__(name: str):
+    raise unknown_name_error(__name__, name)

@@ -1,5 +1,6 @@
 """``smug.smug.SMUG`` (smoothing of the denoiser) and ``smug.smug.SMUGv0`` (smoothing of the whole unroll)."""
 
+from smug_plugin.models import unknown_name_error
 from smug_plugin.models.unrolled import SmoothedUnrolledNetwork, Smoothing, network_kwargs
 
 
@@ -15,3 +16,7 @@ class SMUGv0(SmoothedUnrolledNetwork):
 
     def __init__(self, forward_operator, backward_operator, **kwargs):
         super().__init__(forward_operator, backward_operator, **network_kwargs(kwargs, Smoothing.STEP))
+
+
+def __getattr__(name: str):
+    raise unknown_name_error(__name__, name)

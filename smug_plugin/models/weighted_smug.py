@@ -1,5 +1,6 @@
 """``smug.weighted_smug.WeightedSMUG``: SMUG with a learned weight per noise draw."""
 
+from smug_plugin.models import unknown_name_error
 from smug_plugin.models.unrolled import SmoothedUnrolledNetwork, Smoothing, network_kwargs
 
 
@@ -10,3 +11,7 @@ class WeightedSMUG(SmoothedUnrolledNetwork):
         super().__init__(
             forward_operator, backward_operator, **network_kwargs(kwargs, Smoothing.DENOISER, weighted=True)
         )
+
+
+def __getattr__(name: str):
+    raise unknown_name_error(__name__, name)
