@@ -38,9 +38,15 @@ build_python() {
   (cd "$src" && apt-get source --download-only -qq python3.13)
   local dsc
   dsc=$(ls "$src"/python3.13_*.dsc | head -n 1)
-  rm -rf "$src/tree" && dpkg-source --no-check -x "$dsc" "$src/tree" >/dev/null
-  (cd "$src/tree" && ./configure --prefix="$CACHE/python3.13" --quiet >/dev/null \
-     && make -j"$(nproc)" -s >/dev/null 2>&1 && make altinstall -s >/dev/null 2>&1)
+  # Upstream sources (--skip-patches): Debian's patches adapt the install layout to /usr and dist-packages.
+  rm -rf "$src/tree" && dpkg-source --no-check --skip-patches -x "$dsc" "$src/tree" >/dev/null
+  local log=$CACHE/build.log
+  if ! (cd "$src/tree" && ./configure --prefix="$CACHE/python3.13" && make -j"$(nproc)" && make altinstall) \
+       > "$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "[setup] error: building CPython failed (full log: $log)" >&2
+    exit 1
+  fi
   rm -rf "$src/tree"
   is_recent "$BUILT_PY" || { echo "[setup] error: the CPython build did not produce a working $BUILT_PY" >&2; exit 1; }
 }
