@@ -153,6 +153,11 @@ class SmoothedUnrolledNetwork(nn.Module):
         self._spatial_dims = (2, 3)
 
     @property
+    def is_smoothed(self) -> bool:
+        """True for the smoothed members of the family (sigma and K matter), False for MoDL."""
+        return self.smoothing != Smoothing.NONE
+
+    @property
     def is_randomized(self) -> bool:
         """True when the forward pass draws noise (smoothing with sigma > 0)."""
         return self.smoothing != Smoothing.NONE and self.sigma > 0

@@ -50,7 +50,7 @@ def sweep_figures(output_dir: pathlib.Path, records: list[dict], models: list[st
     paths = {}
     for group in sorted({k[0] for k in cells}):
         perts = sorted({k[1] for k in cells if k[0] == group})
-        fig, axes = plt.subplots(1, len(perts), figsize=(4.5 * len(perts), 3.5), squeeze=False)
+        fig, axes = plt.subplots(1, len(perts), figsize=(4.5 * len(perts), 3.5), squeeze=False, layout="constrained")
         for ax, pert in zip(axes[0], perts):
             for model in models:
                 pts = sorted((k[3], summarize(v)) for k, v in cells.items() if k[:3] == (group, pert, model))
@@ -61,7 +61,8 @@ def sweep_figures(output_dir: pathlib.Path, records: list[dict], models: list[st
                 ci = np.array([p[1]["ci95"] if np.isfinite(p[1]["ci95"] or np.nan) else 0.0 for p in pts])
                 ax.errorbar(x, y, yerr=ci, marker="o", capsize=3, label=model)
             ax.set_xlabel(AXIS_LABELS.get(group, group))
-            ax.set_ylabel("PSNR (dB), mean and 95% CI")
+            if ax is axes[0][0]:
+                ax.set_ylabel("PSNR (dB), mean and 95% CI")
             ax.set_title(pert)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)

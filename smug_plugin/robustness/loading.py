@@ -70,6 +70,9 @@ class LoadedModel:
         return bool(getattr(self.module, "is_randomized", False))
 
     def supports(self, attribute: str) -> bool:
+        # An unsmoothed member of the SMUG family (MoDL) carries sigma and K, but they change nothing.
+        if attribute in ("sigma", "num_samples") and not getattr(self.module, "is_smoothed", True):
+            return False
         return hasattr(self.module, attribute)
 
     def reconstruct(

@@ -211,8 +211,11 @@ def load_protocol(path: str | pathlib.Path) -> Protocol:
     for sweep_name, sweep in sweeps.items():
         if not isinstance(sweep, dict) or not sweep.get("values"):
             raise ProtocolError(f"{path}: sweep '{sweep_name}' needs a non-empty 'values' list.")
-        if any((not isinstance(v, int | float)) or v <= 0 for v in sweep["values"]):
-            raise ProtocolError(f"{path}: sweep '{sweep_name}' values must be positive numbers.")
+        # sigma = 0 is the unsmoothed network (SMUG becomes MoDL): a meaningful point of the sigma sweep.
+        smallest = 0 if sweep_name in ("sigma", "budget") else 1e-12
+        if any((not isinstance(v, int | float)) or v < smallest for v in sweep["values"]):
+            kind = "non-negative" if smallest == 0 else "positive"
+            raise ProtocolError(f"{path}: sweep '{sweep_name}' values must be {kind} numbers.")
         if sweep_name == "budget" and "perturbation" not in sweep:
             raise ProtocolError(f"{path}: the budget sweep names the 'perturbation' whose budget it varies.")
     protocol = Protocol(raw.get("name", path.stem), int(raw.get("seed", 0)), perts, sweeps)
