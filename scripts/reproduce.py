@@ -167,21 +167,59 @@ def main() -> int:
     subprocess.run(command, cwd=ROOT, check=True)
     steps.append({"step": "smug evaluate", "command": " ".join(command), "seconds": time.perf_counter() - start})
 
-    log(f"5/5 results -> {results}")
+    log("5/5 benchmarks (train step, PGD evaluation) and results")
+    for script in ("train_step", "pgd_eval"):
+        output = results / f"benchmark_{script}.txt"
+        if not output.exists():
+            command = [sys.executable, f"benchmarks/{script}.py"]
+            start = time.perf_counter()
+            text = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+            output.write_text(f"$ python benchmarks/{script}.py\n{text}")
+            steps.append(
+                {"step": f"benchmark {script}", "command": " ".join(command), "seconds": time.perf_counter() - start}
+            )
     for path in evaluation.iterdir():
         if path.is_file() and path.suffix in (".md", ".csv", ".json", ".png"):
             shutil.copy2(path, results / path.name)
     study = {
         "seed": SEED,
         "python": platform.python_version(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.platform()}",
+        "machine": machine(),
         "lambda_l": choice,
         "steps": steps,
         "total_seconds": round(time.perf_counter() - study_start, 1),
     }
     (results / "study.json").write_text(json.dumps(study, indent=2))
+    (results / "STUDY.md").write_text(study_markdown(study, json.loads((results / "robustness.json").read_text())))
     log(f"done in {study['total_seconds'] / 60:.1f} min")
     return 0
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line), "?")
+    return f"{platform.machine()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
+
+
+def study_markdown(study: dict, robustness: dict) -> str:
+    """The study log: machine, versions, seeds, the lambda_l choice and every step's command and wall-clock."""
+    lines = [
+        "# Reproduction study on the bundled data (written by scripts/reproduce.py)",
+        "",
+        f"- machine: {study['machine']}",
+        f"- seed: {study['seed']} (data, training, evaluation)",
+        f"- packages: {', '.join(f'{k} {v}' for k, v in sorted(robustness.get('versions', {}).items()))}",
+        f"- lambda_l: {study['lambda_l']['chosen']:g} — {study['lambda_l']['rule']}; validation PSNR MoDL "
+        f"{study['lambda_l']['modl_val_psnr']:.2f} dB, SMUG {study['lambda_l']['smug_val_psnr']}",
+        f"- total wall-clock: {study['total_seconds'] / 60:.1f} min (steps skipped because their outputs existed keep "
+        "the wall-clock of the run that made them)",
+        "",
+        "| step | wall-clock (min) | command |",
+        "|---|---|---|",
+    ]
+    for step in study["steps"]:
+        command = step["command"].replace(str(ROOT) + "/", "")
+        lines.append(f"| {step['step']} | {step['seconds'] / 60:.1f} | `{command}` |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
