@@ -1,81 +1,199 @@
-"""Throughput of ``smug evaluate``'s PGD: slices/minute for 10-step PGD and the cost of a PGD step relative to one
-forward+backward pass, on a freshly initialised DIRECT-native EndToEndVarNet and synthetic fastMRI-format data.
+"""Throughput of ``smug evaluate``'s PGD on MoDL, SMUG and a DIRECT-native EndToEndVarNet, on the same inputs.
 
-Usage: ``python benchmarks/pgd_eval.py [--size 320 --coils 15 --batch-size 4 --layers 8 --filters 18 --device cpu]``
+Reports, per model, the seconds per batch of an N-step l_inf PGD (the evaluation's objective: squared error of the
+perturbed reconstruction to the target, k-space attack on the sampled entries), slices per minute, the time of one
+forward+backward pass to the input (the unit of an attack step) and the ratio PGD step / forward+backward. For SMUG
+also the EOT variant (gradient averaged over several noise draws per step).
+
+Models are built from the demo YAMLs ``projects/demo/{modl,smug}.yaml`` (96 x 80, 8 coils, 5 unrolls, CG 8, DIDN 16
+channels x 1 block, SMUG K = 4, sigma 0.01) with ``denoiser_checkpoint: null`` and freshly initialised weights saved as
+a DIRECT checkpoint; VarNet from the robustness test fixtures. Data: one test volume of the demo simulator
+(``smug_plugin.data.demo.make_demo_dataset``), the same slices for every model.
+
+    python benchmarks/pgd_eval.py --threads 1
+    python benchmarks/pgd_eval.py --device cuda --repeats 5
 """
 
 import argparse
+import logging
 import os
 import pathlib
+import platform
+import statistics
 import sys
 import tempfile
 import time
 
 import torch
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo (or the platform's processor string)."""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def timed(fn, repeats: int, device: str) -> float:
+    """Median wall time of `repeats` calls of `fn` in seconds (synchronising CUDA)."""
+    times = []
+    for _ in range(repeats):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def demo_config(name: str, root: pathlib.Path) -> pathlib.Path:
+    """Copy of ``projects/demo/<name>.yaml`` without the pre-trained denoiser (fresh weights)."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(REPO / "projects" / "demo" / f"{name}.yaml")
+    cfg.model.denoiser_checkpoint = None
+    path = root / name / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, path)
+    return path
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=128, help="image height and width")
-    parser.add_argument("--coils", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--layers", type=int, default=4, help="VarNet cascades")
-    parser.add_argument("--filters", type=int, default=18)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--models", default="modl,smug,varnet", help="comma-separated subset of modl,smug,varnet")
+    parser.add_argument("--batch-size", type=int, default=4, help="slices per batch (one demo volume)")
+    parser.add_argument("--steps", type=int, default=10, help="PGD steps")
+    parser.add_argument("--eot", type=int, default=8, help="noise draws per step of SMUG's EOT variant (0: skip)")
+    parser.add_argument("--budget", type=float, default=0.02, help="relative l_inf budget")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median) after one warm-up")
+    parser.add_argument("--eot-repeats", type=int, default=1, help="timed repeats of the (long) EOT PGD")
+    parser.add_argument("--varnet-layers", type=int, default=4, help="VarNet cascades")
+    parser.add_argument("--varnet-filters", type=int, default=18, help="VarNet regulariser filters")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
+    logging.disable(logging.WARNING)  # DIRECT logs every config (and a notice) once per model
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
 
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
+    sys.path.insert(0, str(REPO / "tests"))
     import robustness_fixtures as fx
 
+    from smug_plugin.data.demo import make_demo_dataset
     from smug_plugin.robustness.budgets import Budget
     from smug_plugin.robustness.loading import ModelSpec, build_dataset, iterate_batches, load_batch, load_model
     from smug_plugin.robustness.perturbations import PGDSettings, pgd
 
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"command: python benchmarks/pgd_eval.py {' '.join(sys.argv[1:])}".rstrip())
+    print(f"machine: nproc {os.cpu_count()}, CPU {cpu_model()}, {platform.platform()}, load average at start {load}")
+    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    print(
+        f"python {platform.python_version()}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"device {args.device} ({device_name})"
+    )
+    print(
+        f"PGD: l_inf, budget {args.budget} (relative), {args.steps} steps, step eps/3, random start, keep best; "
+        f"1 warm-up + median of {args.repeats} (EOT: {args.eot_repeats})"
+    )
+
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = pathlib.Path(tmp)
-        data = fx.write_phantom_h5(
-            root / "data", num_files=1, shape=(args.size, args.size), coils=args.coils, slices=args.batch_size
+        make_demo_dataset(
+            root / "data",
+            matrix=(96, 80),
+            num_coils=8,
+            train_volumes=0,
+            val_volumes=0,
+            test_volumes=1,
+            slices_per_volume=args.batch_size,
         )
-        cfg = fx.write_direct_yaml(
-            root / "varnet.yaml", "varnet", num_layers=args.layers, regularizer_num_filters=args.filters
+        data = root / "data" / "test"
+        for name in names:
+            if name == "varnet":
+                cfg = fx.write_direct_yaml(
+                    root / name / "config.yaml",
+                    "varnet",
+                    num_layers=args.varnet_layers,
+                    regularizer_num_filters=args.varnet_filters,
+                )
+                label = f"VarNet (DIRECT, {args.varnet_layers} cascades, {args.varnet_filters} filters)"
+            else:
+                cfg = demo_config(name, root)
+                label = {"modl": "MoDL", "smug": "SMUG"}[name]
+            ckpt = fx.save_fresh_checkpoint(cfg, root / name)
+            model = load_model(ModelSpec(name, cfg, ckpt), args.device, root / name / "logs")
+            if name == "smug":
+                label += f" (K={model.module.num_samples}, sigma={model.module.sigma})"
+            params = sum(p.numel() for p in model.module.parameters())
+            dataset = build_dataset(model, data, None, None)
+            _, indices = next(iterate_batches(model, dataset, args.batch_size, None))
+            batch = load_batch(dataset, indices, args.device)
+            target = batch["target"]
+            n = len(indices)
+
+            def objective(delta, draw, model=model, batch=batch, target=target):
+                out = model.reconstruct(batch, delta, noise_seed=1 + draw)
+                return ((out - target) ** 2).flatten(1).mean(1)
+
+            # One forward+backward pass to the input (as in an attack step, no parameter gradients): the unit of cost.
+            def fwd_bwd(objective=objective, batch=batch):
+                delta = torch.zeros_like(batch["masked_kspace"], requires_grad=True)
+                with torch.enable_grad():
+                    torch.autograd.grad(objective(delta, 0).sum(), delta)
+
+            eps = Budget(args.budget).resolve(batch["masked_kspace"], batch["sampling_mask"])
+
+            def attack(eot, objective=objective, batch=batch, eps=eps):
+                settings = PGDSettings(steps=args.steps, eot_samples=eot)
+                gen = torch.Generator(device=batch["masked_kspace"].device).manual_seed(0)
+                pgd(objective, batch["masked_kspace"].shape, batch["sampling_mask"], eps, settings, gen)
+
+            def fwd(objective=objective, batch=batch):
+                with torch.no_grad():
+                    objective(torch.zeros_like(batch["masked_kspace"]), 0)
+
+            fwd_bwd()  # warm-up
+            t_fb = timed(fwd_bwd, args.repeats, args.device)
+            t_f = timed(fwd, args.repeats, args.device)
+            t_pgd = timed(lambda: attack(1), args.repeats, args.device)
+            image = "x".join(str(s) for s in target.shape[-2:])
+            coils = batch["masked_kspace"].shape[1]
+            rows.append((label, params, f"{n}x{coils}x{image}", t_f, t_fb, t_pgd, n, 1))
+            print(f"  done: {label}", flush=True)
+            if name == "smug" and args.eot > 1:
+                t_eot = timed(lambda: attack(args.eot), args.eot_repeats, args.device)
+                rows.append((f"  + EOT {args.eot} draws/step", params, "", t_f, t_fb, t_eot, n, args.eot))
+                print(f"  done: {label}, EOT {args.eot}", flush=True)
+
+    print()
+    print("fwd = no-grad forward, fwd+bwd = forward and backward to the input (SMUG: one forward holds all K draws).")
+    print("A PGD step is one fwd+bwd per draw plus the sign step and projection; the final scoring fwd (one per draw)")
+    print("is amortised over the steps: step/(fwd+bwd) = PGD time / steps / fwd+bwd.")
+    print()
+    header = (
+        f"{'model':<46} {'params':>8} {'batch':>12} {'fwd [s]':>7} {'fwd+bwd [s]':>11} {'PGD [s/batch]':>13} "
+        f"{'slices/min':>10} {'step/(fwd+bwd)':>14}"
+    )
+    print(header)
+    print("-" * len(header))
+    for label, params, shape, t_f, t_fb, t_pgd, n, draws in rows:
+        ratio = t_pgd / args.steps / t_fb
+        per_draw = f" ({ratio / draws:.2f}/draw)" if draws > 1 else ""
+        print(
+            f"{label:<46} {params:>8,} {shape:>12} {t_f:>7.3f} {t_fb:>11.3f} {t_pgd:>13.2f} {60 * n / t_pgd:>10.1f} "
+            f"{ratio:>14.2f}{per_draw}"
         )
-        ckpt = fx.save_fresh_checkpoint(cfg, root)
-        model = load_model(ModelSpec("varnet", cfg, ckpt), args.device, root / "logs")
-        dataset = build_dataset(model, data, None, None)
-        _, indices = next(iterate_batches(model, dataset, args.batch_size, None))
-        batch = load_batch(dataset, indices, args.device)
-        target = batch["target"]
-
-        def objective(delta, draw):
-            return ((model.reconstruct(batch, delta) - target) ** 2).flatten(1).mean(1)
-
-        # One forward+backward pass to the input (as in an attack step, no parameter gradients): the unit of cost.
-        def fwd_bwd():
-            delta = torch.zeros_like(batch["masked_kspace"], requires_grad=True)
-            with torch.enable_grad():
-                torch.autograd.grad(objective(delta, 0).sum(), delta)
-
-        fwd_bwd()  # warm-up
-        reps = 3
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            fwd_bwd()
-        t_fb = (time.perf_counter() - t0) / reps
-
-        eps = Budget(0.02).resolve(batch["masked_kspace"], batch["sampling_mask"])
-        settings = PGDSettings(steps=args.steps)
-        t0 = time.perf_counter()
-        pgd(objective, batch["masked_kspace"].shape, batch["sampling_mask"], eps, settings, torch.Generator())
-        t_pgd = time.perf_counter() - t0
-        n = len(indices)
-    print(f"device={args.device} threads={torch.get_num_threads()} image={args.size}x{args.size} coils={args.coils}")
-    print(f"model: EndToEndVarNet, {args.layers} cascades, {args.filters} filters; batch of {n} slices")
-    print(f"forward+backward pass: {t_fb * 1000:.1f} ms per batch")
-    print(f"{args.steps}-step PGD: {t_pgd:.2f} s per batch -> {60 * n / t_pgd:.1f} slices/minute")
-    # A PGD step is one forward+backward plus the sign step and projection; the final scoring forward is amortised.
-    print(f"one PGD step / one forward+backward: {t_pgd / args.steps / t_fb:.2f}")
+    print(f"\nload average at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
