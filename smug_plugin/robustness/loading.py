@@ -154,6 +154,8 @@ def load_model(spec: ModelSpec, device: str, log_dir: pathlib.Path) -> LoadedMod
 
     spec.check_files()
     root_level = logging.getLogger().level
+    # DIRECT's set-up prints every config at INFO (once per model): keep the console for progress and errors.
+    logging.disable(logging.INFO)
     try:
         env = setup_inference_environment(spec.name, log_dir, device, 0, False, spec.config)
     except SystemExit:
@@ -163,7 +165,7 @@ def load_model(spec: ModelSpec, device: str, log_dir: pathlib.Path) -> LoadedMod
             f"(unknown model_name or engine? see {log_dir / spec.name})."
         ) from None
     finally:
-        # DIRECT's logging setup prints every config at INFO; keep our progress output readable.
+        logging.disable(logging.NOTSET)
         logging.getLogger().setLevel(max(root_level, logging.WARNING))
     if env.cfg.get("inference") is None:
         raise ValueError(f"Model '{spec.name}': {spec.config} has no 'inference:' section (needed for the data).")
