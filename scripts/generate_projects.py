@@ -163,7 +163,9 @@ def config(anatomy: str, size: str, model: dict, losses: list[dict], iterations:
     }
 
 
-DEMO_ITERATIONS = {"didn_pretrain": 300, "modl": 300, "smug": 150, "weighted_smug": 150, "rs_e2e": 150}
+DEMO_ITERATIONS = {"didn_pretrain": 300, "modl": 300, "smug": 300, "weighted_smug": 300, "rs_e2e": 150}
+# lambda_l of the demo's SMUG models: the value `make reproduce` chose on the validation split (results/demo).
+DEMO_LAMBDA_L = 10.0
 # `make reproduce` (scripts/reproduce.py): the fine-tuned models get the same number of iterations; VarNet and RIM,
 # which have no pre-training, get the pre-training's iterations on top.
 REPRODUCE_ITERATIONS = {"didn_pretrain": 600, "varnet": 1000, "rim": 1000}
@@ -208,6 +210,8 @@ def command(study: str, name: str) -> str:
 
 def study_models(study: str) -> dict[str, tuple[dict, list[dict]]]:
     size = "demo" if study in LOCAL else "paper"
+    if study == "demo":
+        return models(size, pretrained_checkpoint(study), DEMO_LAMBDA_L)
     if study != "reproduce":
         return models(size, pretrained_checkpoint(study))
     selected = {}
