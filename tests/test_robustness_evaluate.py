@@ -130,6 +130,28 @@ def test_transferred_perturbation_is_applied_unchanged(setup, tmp_path, monkeypa
             assert r["delta_l2"] == rec[(cond, "varnet", f, s)]["delta_l2"]
 
 
+def test_transfer_matrix_applies_each_models_attack_to_every_model(setup, tmp_path):
+    protocol = tmp_path / "matrix.yaml"
+    protocol.write_text(
+        "perturbations:\n"
+        "  - {name: clean, kind: clean}\n"
+        "  - {name: pgd, kind: pgd, budget: 0.05, steps: 2, transfer_from: each}\n"
+    )
+    assert _run(setup, tmp_path / "out", protocol=protocol) == 0
+    rec = _records(tmp_path / "out")
+    sources = {r["source"] for (cond, *_), r in rec.items() if cond.startswith("main/pgd@")}
+    assert sources == {"varnet", "rim"}
+    md = (tmp_path / "out" / "robustness.md").read_text()
+    assert "Transfer matrix, pgd" in md
+    matrix = md.split("Transfer matrix, pgd")[1]
+    assert "| varnet |" in matrix and "| rim |" in matrix and "n/a" not in matrix
+    # White-box cells (the diagonal) come from each model's own attack: the same delta as the source's.
+    for (cond, model, f, s), r in rec.items():
+        if cond.startswith("main/pgd@"):
+            source = cond.split("@")[1]
+            assert r["delta_l2"] == rec[(cond, source, f, s)]["delta_l2"]
+
+
 def test_unroll_sweep_is_na_for_native_models(setup, tmp_path):
     protocol = tmp_path / "unrolls.yaml"
     protocol.write_text("perturbations: [{name: clean, kind: clean}]\nsweeps: {unrolls: {values: [2, 4]}}\n")

@@ -132,6 +132,7 @@ class Evaluator:
         names = [m.name for m in models]
         if len(set(names)) != len(names):
             raise ValueError(f"Model names must be unique, got {names}.")
+        protocol = protocol.for_models(names)
         self.models = {m.name: m for m in models}
         self.protocol = protocol
         self.settings = settings
@@ -353,6 +354,7 @@ def run_evaluation(model_specs: list[str], protocol_path: str | pathlib.Path, se
     models = [load_model(spec, settings.device, log_dir) for spec in specs]
     store = prepare_output(models, protocol, settings)
     evaluator = Evaluator(models, protocol, settings)
+    protocol = evaluator.protocol  # with transfer_from: each expanded per source model
     started = time.time()
 
     def report() -> dict:

@@ -6,12 +6,15 @@ typo fails before any model is loaded rather than after hours of attacks.
 
 import pathlib
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 from smug_plugin.robustness.budgets import Budget, NormType
 from smug_plugin.robustness.perturbations import AttackDomain, AttackTarget
+
+TRANSFER_FROM_EACH = "each"
+TRANSFER_SEPARATOR = "@"
 
 
 class ProtocolError(ValueError):
@@ -101,6 +104,17 @@ class Protocol:
                 return p
         known = ", ".join(p.name for p in self.perturbations)
         raise ProtocolError(f"Protocol refers to perturbation '{name}', which is not defined (defined: {known}).")
+
+    def for_models(self, names: list[str]) -> "Protocol":
+        """Expands ``transfer_from: each`` into one transferred perturbation per source model (a transfer matrix):
+        ``<name>@<source>`` is computed on the source model and applied unchanged to every model."""
+        expanded = []
+        for p in self.perturbations:
+            if p.transfer_from == TRANSFER_FROM_EACH:
+                expanded += [replace(p, name=f"{p.name}{TRANSFER_SEPARATOR}{n}", transfer_from=n) for n in names]
+            else:
+                expanded.append(p)
+        return replace(self, perturbations=expanded)
 
     def conditions(self) -> list[Condition]:
         """Every condition to evaluate: main table first, then the sweeps."""

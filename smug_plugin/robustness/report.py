@@ -17,6 +17,7 @@ from collections import defaultdict
 from importlib import metadata
 
 from smug_plugin.robustness.metrics import summarize, volume_metrics
+from smug_plugin.robustness.protocol import TRANSFER_SEPARATOR
 
 SCHEMA_VERSION = 1
 METRICS = ("psnr", "ssim", "nmse", "rob_err", "rob_err_rel", "rob_ratio")
@@ -121,6 +122,8 @@ def markdown_table(
     ]
     rows = [r for r in rows if r["status"] == "ok"]
     main = [r for r in rows if r["group"] == "main"]
+    transfers = [r for r in main if TRANSFER_SEPARATOR in r["perturbation"]]
+    main = [r for r in main if TRANSFER_SEPARATOR not in r["perturbation"]]
     perts = list(dict.fromkeys(r["perturbation"] for r in main))
     cell = {(r["perturbation"], r["model"]): r for r in main}
     header = "| Model | " + " | ".join(f"{p} PSNR | {p} SSIM" for p in perts) + " |"
@@ -144,6 +147,7 @@ def markdown_table(
                 ]
         lines.append(f"| {model} | " + " | ".join(parts) + " |")
     lines += ["", "Perturbations:", ""] + [f"- **{k}**: {v}" for k, v in descriptions.items()]
+    lines += transfer_matrix(transfers, models)
     for group in dict.fromkeys(c["group"] for c in layout if c["group"] != "main"):
         sub = [r for r in rows if r["group"] == group]
         values = sorted(dict.fromkeys(c["sweep_value"] for c in layout if c["group"] == group))
@@ -155,6 +159,19 @@ def markdown_table(
                 vals = [_fmt(c[(v, model)]["psnr_mean"]) if (v, model) in c else "n/a" for v in values]
                 lines.append(f"| {model} | " + " | ".join(vals) + " |")
     return "\n".join(lines) + "\n"
+
+
+def transfer_matrix(rows: list[dict], models: list[str]) -> list[str]:
+    """PSNR of every target model (columns) under the perturbation computed on each source model (rows)."""
+    lines = []
+    for base in dict.fromkeys(r["perturbation"].split(TRANSFER_SEPARATOR)[0] for r in rows):
+        cell = {tuple(r["perturbation"].split(TRANSFER_SEPARATOR)[1:]) + (r["model"],): r for r in rows}
+        lines += ["", f"## Transfer matrix, {base}: PSNR (dB) of the column model under the row model's attack", ""]
+        lines += ["| source \\ target | " + " | ".join(models) + " |", "|" + "---|" * (1 + len(models))]
+        for source in models:
+            vals = [_fmt(cell[(source, m)]["psnr_mean"]) if (source, m) in cell else "n/a" for m in models]
+            lines.append(f"| {source} | " + " | ".join(vals) + " |")
+    return lines
 
 
 def write_reports(
