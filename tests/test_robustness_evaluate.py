@@ -146,7 +146,7 @@ def test_transfer_matrix_applies_each_models_attack_to_every_model(setup, tmp_pa
     matrix = md.split("Transfer matrix, pgd")[1]
     assert "| varnet |" in matrix and "| rim |" in matrix and "n/a" not in matrix
     # White-box cells (the diagonal) come from each model's own attack: the same delta as the source's.
-    for (cond, model, f, s), r in rec.items():
+    for (cond, _model, f, s), r in rec.items():
         if cond.startswith("main/pgd@"):
             source = cond.split("@")[1]
             assert r["delta_l2"] == rec[(cond, source, f, s)]["delta_l2"]
