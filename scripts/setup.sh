@@ -20,7 +20,8 @@ find_python() {
   for c in python3.13 python3.12 python3.14 python3; do
     if command -v "$c" >/dev/null 2>&1 && is_recent "$(command -v "$c")"; then command -v "$c"; return; fi
   done
-  for c in "$BUILT_PY" "$HOME"/.pyenv/versions/3.1[2-9]*/bin/python3; do
+  # Newest first: our own build, then pyenv's interpreters (a pyenv shim on PATH may not be activated).
+  for c in "$BUILT_PY" $(ls -d "$HOME"/.pyenv/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -rV); do
     if [ -x "$c" ] && is_recent "$c"; then echo "$c"; return; fi
   done
 }
