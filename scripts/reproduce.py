@@ -20,6 +20,7 @@ import json
 import os
 import pathlib
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -76,7 +77,7 @@ def train(runs: pathlib.Path, name: str) -> dict:
         command.append("--resume")
     log(f"train {name}: {' '.join(command)}")
     seconds = run_logged(command, run / "train.log")
-    record = {"step": f"train {name}", "command": " ".join(command), "seconds": round(seconds, 1)}
+    record = {"step": f"train {name}", "command": shlex.join(command), "seconds": round(seconds, 1)}
     done.write_text(json.dumps(record))
     log(f"train {name} done in {seconds / 60:.1f} min")
     return record
@@ -139,11 +140,11 @@ def main() -> int:
     command = [str(BIN / "smug"), "data", "demo", "--output-dir", str(DATA.relative_to(ROOT)), "--seed", str(SEED)]
     if (DATA / "demo_manifest.json").exists():
         # The simulation is deterministic (seeded): existing data are the same files.
-        steps.append({"step": "smug data demo (existing data reused)", "command": " ".join(command), "seconds": None})
+        steps.append({"step": "smug data demo (existing data reused)", "command": shlex.join(command), "seconds": None})
     else:
         start = time.perf_counter()
         subprocess.run(command, cwd=ROOT, check=True)
-        steps.append({"step": "smug data demo", "command": " ".join(command), "seconds": time.perf_counter() - start})
+        steps.append({"step": "smug data demo", "command": shlex.join(command), "seconds": time.perf_counter() - start})
 
     log("2/5 training: pre-training, then fine-tuning and the DIRECT-native baselines, two at a time")
     candidates = list(generate_projects.REPRODUCE_LAMBDA_L)
@@ -166,10 +167,10 @@ def main() -> int:
         "--reference", "MoDL", "--protocol", args.protocol, "--data-root", str((DATA / "test").relative_to(ROOT)),
         "--output-dir", str(evaluation.relative_to(ROOT)), "--seed", str(SEED), "--resume",
     ]  # fmt: skip
-    log(" ".join(command))
+    log(shlex.join(command))
     start = time.perf_counter()
     subprocess.run(command, cwd=ROOT, check=True)
-    steps.append({"step": "smug evaluate", "command": " ".join(command), "seconds": time.perf_counter() - start})
+    steps.append({"step": "smug evaluate", "command": shlex.join(command), "seconds": time.perf_counter() - start})
 
     log("5/5 benchmarks (train step, PGD evaluation) and results")
     for script in ("train_step", "pgd_eval"):
@@ -180,7 +181,7 @@ def main() -> int:
             text = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
             output.write_text(f"$ python benchmarks/{script}.py\n{text}")
             steps.append(
-                {"step": f"benchmark {script}", "command": " ".join(command), "seconds": time.perf_counter() - start}
+                {"step": f"benchmark {script}", "command": shlex.join(command), "seconds": time.perf_counter() - start}
             )
     for path in evaluation.iterdir():
         if path.is_file() and path.suffix in (".md", ".csv", ".json", ".png"):
