@@ -45,7 +45,7 @@ class SMUGConfig(MoDLConfig):
 
 @dataclass
 class SMUGv0Config(SMUGConfig):
-    pass
+    """SMUG's settings; DIRECT finds a model's config by its class name, hence the subclass."""
 
 
 @dataclass
@@ -56,7 +56,7 @@ class WeightedSMUGConfig(SMUGConfig):
 
 @dataclass
 class RSE2EConfig(SMUGConfig):
-    pass
+    """SMUG's settings (sigma, K, noise seed) for end-to-end smoothing."""
 
 
 @dataclass
