@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 DATA=${DEMO_DATA:-data/demo}
-RUNS=${DEMO_RUNS:-runs/demo}
+# Fixed: the fine-tuning configs in projects/demo/ load the pre-trained denoiser from runs/demo.
+RUNS=runs/demo
 export PYTHONUNBUFFERED=1
 
 banner() { printf '\n=== %s\n' "$*"; }
