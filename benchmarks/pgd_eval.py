@@ -29,17 +29,6 @@ import torch
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (or the platform's processor string)."""
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def timed(fn, repeats: int, device: str) -> float:
     """Median wall time of `repeats` calls of `fn` in seconds (synchronising CUDA)."""
     times = []
@@ -91,6 +80,7 @@ def main() -> None:
     from smug_plugin.robustness.budgets import Budget
     from smug_plugin.robustness.loading import ModelSpec, build_dataset, iterate_batches, load_batch, load_model
     from smug_plugin.robustness.perturbations import PGDSettings, pgd
+    from smug_plugin.robustness.report import cpu_model
 
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"command: python benchmarks/pgd_eval.py {' '.join(sys.argv[1:])}".rstrip())

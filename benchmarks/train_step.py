@@ -142,12 +142,9 @@ def worker(args: argparse.Namespace) -> None:
 def machine_description(args: argparse.Namespace) -> list[str]:
     import torch
 
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from smug_plugin.robustness.report import cpu_model
+
+    cpu = cpu_model()
     lines = [
         f"command: python {' '.join(sys.argv)}",
         f"machine: nproc {os.cpu_count()}, CPU {cpu}, {platform.platform()}, "

@@ -202,7 +202,9 @@ def main() -> int:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line), "?")
+    from smug_plugin.robustness.report import cpu_model
+
+    cpu = cpu_model()
     return f"{platform.machine()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
 
 

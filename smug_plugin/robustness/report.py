@@ -54,6 +54,14 @@ def atomic_write_text(path: pathlib.Path, text: str) -> None:
         raise
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else the platform's processor string (recorded with timings)."""
+    cpuinfo = pathlib.Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or "unknown"
+
+
 def package_versions() -> dict:
     out = {"python": platform.python_version()}
     for pkg in ("smug-plugin", "direct-recon", "torch", "numpy", "fastmri", "scikit-image", "omegaconf"):
