@@ -162,3 +162,17 @@ def test_malformed_yaml_is_reported(tmp_path: pathlib.Path, edit: str, expected:
     with restored_logging_and_threads(), pytest.raises(Exception) as error_info:
         setup_training_environment("bad", tmp_path, cfg, "cpu", 0, False)
     assert expected in str(error_info.value)
+
+
+def test_training_length_investigation_only_lengthens_training(tmp_path: pathlib.Path) -> None:
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    from investigate_training_length import longer_config
+
+    project = PROJECTS_DIR / "reproduce" / "smug_lambda10.yaml"
+    longer = longer_config(project, 1200, tmp_path)
+    assert longer.name == project.name  # DIRECT names the experiment folder after the file: resuming needs it
+    original, changed = yaml.safe_load(project.read_text()), yaml.safe_load(longer.read_text())
+    assert changed["training"]["num_iterations"] == 1200 != original["training"]["num_iterations"]
+    for key in ("num_iterations", "validation_steps", "checkpointer"):
+        del original["training"][key], changed["training"][key]
+    assert changed == original

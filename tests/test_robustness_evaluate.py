@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import REPO_ROOT
 from robustness_fixtures import make_setup
 
 from smug_plugin.cli.main import main
@@ -249,3 +250,11 @@ def test_attack_draws_fresh_noise_per_step_or_per_eot_sample(eot):
     # steps x eot gradient draws plus eot draws scoring the final iterate, all distinct.
     assert len(seeds) == (3 + 1) * eot and len(set(seeds)) == len(seeds)
     assert delta.abs().max() <= 0.1 + 1e-6
+
+
+@pytest.mark.parametrize("path", sorted((REPO_ROOT / "configs" / "robustness").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_protocols_load(path):
+    from smug_plugin.robustness.protocol import load_protocol
+
+    protocol = load_protocol(path)
+    assert protocol.conditions(), f"{path} defines no condition to evaluate"
