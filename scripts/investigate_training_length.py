@@ -22,6 +22,8 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BIN = pathlib.Path(sys.executable).parent
+RESULTS = ROOT / "results" / "demo"
+PROTOCOL = "configs/robustness/training_length_investigation.yaml"
 CHECKPOINT_EVERY = 400
 MODELS = {"MoDL": "modl", "SMUG": "smug_lambda{lambda_l}"}
 
@@ -61,7 +63,8 @@ def continue_training(study_runs: pathlib.Path, runs: pathlib.Path, name: str, c
     start = time.perf_counter()
     with open(run / "train.log", "a") as out:
         subprocess.run(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, check=True)
-    return {"step": f"train {name} to {iterations}", "command": shlex.join(command), "seconds": time.perf_counter() - start}
+    seconds = time.perf_counter() - start
+    return {"step": f"train {name} to {iterations}", "command": shlex.join(command), "seconds": seconds}
 
 
 def main() -> int:
@@ -69,12 +72,12 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=1200)
     parser.add_argument("--study-runs", type=pathlib.Path, default=ROOT / "runs" / "reproduce")
     parser.add_argument("--runs", type=pathlib.Path, default=ROOT / "runs" / "training_length")
-    parser.add_argument("--output", type=pathlib.Path, default=ROOT / "results" / "demo" / "investigation_training_length")
+    parser.add_argument("--output", type=pathlib.Path, default=RESULTS / "investigation_training_length")
     args = parser.parse_args()
     if args.iterations % CHECKPOINT_EVERY:
         raise SystemExit(f"--iterations must be a multiple of {CHECKPOINT_EVERY}, got {args.iterations}.")
     study_runs, runs, output = args.study_runs.resolve(), args.runs.resolve(), args.output.resolve()
-    choice = ROOT / "results" / "demo" / "lambda_l_choice.json"
+    choice = RESULTS / "lambda_l_choice.json"
     if not choice.exists():
         raise SystemExit(f"{choice} is missing: run `make reproduce` first.")
     lambda_l = f"{json.loads(choice.read_text())['chosen']:g}"
@@ -88,7 +91,7 @@ def main() -> int:
             checkpoint = (runs / name / name / f"model_{iteration - 1}.pt").relative_to(ROOT)
             command += ["--model", f"{display} {iteration} it={cfg.relative_to(ROOT)}:{checkpoint}"]
     command += [
-        "--reference", f"MoDL {CHECKPOINT_EVERY} it", "--protocol", "configs/robustness/training_length_investigation.yaml",
+        "--reference", f"MoDL {CHECKPOINT_EVERY} it", "--protocol", PROTOCOL,
         "--data-root", "data/demo/val", "--output-dir", str(output.relative_to(ROOT)), "--seed", "0", "--resume",
     ]  # fmt: skip
     log(shlex.join(command))
