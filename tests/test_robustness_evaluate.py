@@ -258,3 +258,20 @@ def test_shipped_protocols_load(path):
 
     protocol = load_protocol(path)
     assert protocol.conditions(), f"{path} defines no condition to evaluate"
+
+
+def test_table_shows_mean_std_and_paired_difference(full_run):
+    doc = json.loads((full_run / "robustness.json").read_text())
+    reference = doc["reference"]
+    row = {(r["condition"], r["model"]): r for r in doc["summary"]}
+    table = [line.split(" | ") for line in (full_run / "robustness.md").read_text().splitlines() if "|" in line]
+    header = table[0]
+    for cells in table[2 : 2 + len(doc["models"])]:  # the main table comes first
+        model = cells[0].lstrip("| ")
+        pgd = row[("main/pgd", model)]
+        cell = cells[header.index("pgd PSNR")]
+        assert cell.startswith(f"{pgd['psnr_mean']:.2f} ± {pgd['psnr_std']:.2f}")
+        # A second model is shown with its paired difference; the reference with none.
+        assert ("(" in cell) == (model != reference)
+        if model != reference:
+            assert cell.endswith(f"({pgd['psnr_delta_ref']:+.2f})")

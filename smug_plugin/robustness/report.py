@@ -118,14 +118,21 @@ def _fmt(x, digits: int = 2) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
+def _mean_std_delta(row: dict, metric: str, digits: int, is_reference: bool) -> str:
+    """'23.84 ± 1.52 (+0.15)': the Table I cell; the reference model has no difference to itself."""
+    text = f"{_fmt(row[f'{metric}_mean'], digits)} ± {_fmt(row[f'{metric}_std'], digits)}"
+    delta = row.get(f"{metric}_delta_ref")
+    return text if is_reference or delta is None else f"{text} ({delta:+.{digits}f})"
+
+
 def markdown_table(
     rows: list[dict], models: list[str], reference: str, descriptions: dict[str, str], layout: list[dict]
 ) -> str:
     lines = [
         "# Robustness evaluation",
         "",
-        f"Reference model: **{reference}**. Values are mean over slices; in brackets the paired difference to the "
-        "reference (for the reference itself: its absolute value is shown).",
+        f"Reference model: **{reference}**. Values are mean ± std over the slices; in brackets the mean paired "
+        "per-slice difference to the reference.",
         "",
     ]
     rows = [r for r in rows if r["status"] == "ok"]
@@ -140,19 +147,8 @@ def markdown_table(
         parts = []
         for p in perts:
             r = cell.get((p, model))
-            if r is None:
-                parts += ["n/a", "n/a"]
-            elif model == reference:
-                parts += [_fmt(r["psnr_mean"]), _fmt(r["ssim_mean"], 4)]
-            else:
-                parts += [
-                    f"{_fmt(r['psnr_mean'])} ({r['psnr_delta_ref']:+.2f})"
-                    if r["psnr_delta_ref"] is not None
-                    else _fmt(r["psnr_mean"]),
-                    f"{_fmt(r['ssim_mean'], 4)} ({r['ssim_delta_ref']:+.4f})"
-                    if r["ssim_delta_ref"] is not None
-                    else _fmt(r["ssim_mean"], 4),
-                ]
+            for metric, digits in (("psnr", 2), ("ssim", 4)):
+                parts.append("n/a" if r is None else _mean_std_delta(r, metric, digits, model == reference))
         lines.append(f"| {model} | " + " | ".join(parts) + " |")
     lines += ["", "Perturbations:", ""] + [f"- **{k}**: {v}" for k, v in descriptions.items()]
     lines += transfer_matrix(transfers, models)
