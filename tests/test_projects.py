@@ -164,15 +164,19 @@ def test_malformed_yaml_is_reported(tmp_path: pathlib.Path, edit: str, expected:
     assert expected in str(error_info.value)
 
 
-def test_training_length_investigation_only_lengthens_training(tmp_path: pathlib.Path) -> None:
+def test_investigation_configs_change_only_what_they_name(tmp_path: pathlib.Path) -> None:
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    from investigate_training_length import longer_config
+    from investigate_training import derived_config
 
     project = PROJECTS_DIR / "reproduce" / "smug_lambda10.yaml"
-    longer = longer_config(project, 1200, tmp_path)
+    longer = derived_config("smug_lambda10", tmp_path, {"training.num_iterations": 1200})
     assert longer.name == project.name  # DIRECT names the experiment folder after the file: resuming needs it
-    original, changed = yaml.safe_load(project.read_text()), yaml.safe_load(longer.read_text())
-    assert changed["training"]["num_iterations"] == 1200 != original["training"]["num_iterations"]
-    for key in ("num_iterations", "validation_steps", "checkpointer"):
-        del original["training"][key], changed["training"][key]
-    assert changed == original
+    smoother = derived_config("smug_lambda10", tmp_path, {"model.sigma": 0.05}, "smug_sigma.yaml")
+    original = yaml.safe_load(project.read_text())
+    for path, section, key, value in ((longer, "training", "num_iterations", 1200), (smoother, "model", "sigma", 0.05)):
+        changed = yaml.safe_load(path.read_text())
+        assert changed[section][key] == value != original[section][key]
+        changed[section][key] = original[section][key]
+        assert changed == original
+    with pytest.raises(KeyError, match="model.sigmaa"):
+        derived_config("smug_lambda10", tmp_path, {"model.sigmaa": 0.05})

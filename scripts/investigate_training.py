@@ -1,0 +1,159 @@
+"""Investigations for results/demo, on the validation split: is SMUG's missing PGD advantage a matter of training?
+
+    python scripts/investigate_training.py length [--iterations 1200]
+    python scripts/investigate_training.py sigma [--sigmas 0.05 0.1]
+
+length: continues the study's MoDL and SMUG (the lambda_l `make reproduce` chose) from their 400-iteration
+    checkpoints to `--iterations` (the learning rate is constant, so resuming equals training longer from the
+    start), saving every 400 iterations, and evaluates every checkpoint.
+sigma: fine-tunes SMUG from the study's pre-trained denoiser with a larger smoothing sigma (in training and at
+    test time), 400 iterations as in the study, and evaluates it next to the study's MoDL and SMUG (sigma 0.01).
+
+Both evaluate with configs/robustness/training_investigation.yaml (clean, the journal's PGD and the adaptive EOT
+attack) on data/demo/val and write results/demo/investigation_training_<name>/: the robustness tables, the derived
+configs and steps.json (commands, wall-clock). They need a finished `make reproduce` and resume like it.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import pathlib
+import shlex
+import shutil
+import sys
+import time
+
+import yaml
+from reproduce import BIN, ROOT, SEED, run_logged
+
+RESULTS = ROOT / "results" / "demo"
+STUDY_RUNS = ROOT / "runs" / "reproduce"
+RUNS = ROOT / "runs" / "investigations"
+PROTOCOL = "configs/robustness/training_investigation.yaml"
+CHECKPOINT_EVERY = 400
+JOBS = 2
+
+
+def log(message: str) -> None:
+    print(f"[investigate {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def relative(path: pathlib.Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+def derived_config(name: str, output: pathlib.Path, changes: dict[str, object], file_name: str | None = None):
+    """projects/reproduce/<name>.yaml with `changes` ({"training.num_iterations": 1200, ...}) written to output."""
+    project = ROOT / "projects" / "reproduce" / f"{name}.yaml"
+    cfg = yaml.safe_load(project.read_text())
+    for dotted, value in changes.items():
+        *parents, key = dotted.split(".")
+        section = cfg
+        for parent in parents:
+            section = section[parent]
+        if key not in section:
+            raise KeyError(f"{dotted} is not a key of {project}")
+        section[key] = value
+    output.mkdir(parents=True, exist_ok=True)
+    # DIRECT names the experiment folder after the config file: resuming a copied run needs the same name.
+    path = output / (file_name or project.name)
+    header = f"# {relative(project)} with {', '.join(f'{k}: {v}' for k, v in changes.items())}\n"
+    path.write_text(header + yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def last_checkpoint(run: pathlib.Path, cfg: pathlib.Path) -> pathlib.Path:
+    iterations = yaml.safe_load(cfg.read_text())["training"]["num_iterations"]
+    return run / cfg.stem / f"model_{iterations - 1}.pt"
+
+
+def train(run: pathlib.Path, cfg: pathlib.Path, start_from: pathlib.Path | None = None) -> dict:
+    """`direct train` of `cfg` into `run`, continuing a copy of the run `start_from`; skipped when finished."""
+    step = f"train {run.name} ({relative(cfg)})"
+    if last_checkpoint(run, cfg).exists():
+        return {"step": step, "seconds": None, "note": "finished before this invocation"}
+    if start_from is not None and not run.exists():
+        shutil.copytree(start_from, run, ignore=shutil.ignore_patterns(".complete", "train.log"))
+    run.mkdir(parents=True, exist_ok=True)
+    command = [
+        str(BIN / "direct"), "train", relative(run), "--cfg", relative(cfg),
+        "--training-root", "data/demo/train", "--validation-root", "data/demo/val",
+        "--device", "cpu", "--num-workers", "0", "--seed", str(SEED),
+    ]  # fmt: skip
+    if (run / cfg.stem / "last_model.txt").exists():
+        command.append("--resume")
+    log(shlex.join(command))
+    seconds = run_logged(command, run / "train.log")
+    log(f"{step} done in {seconds / 60:.1f} min")
+    return {"step": step, "command": shlex.join(command), "seconds": round(seconds, 1)}
+
+
+def train_and_evaluate(output: pathlib.Path, trainings: list[tuple], models: dict[str, str]) -> None:
+    """Runs `trainings` (train() arguments) two at a time, then `smug evaluate` of `models` (name -> cfg:ckpt)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=JOBS) as pool:
+        steps = list(pool.map(lambda args: train(*args), trainings))
+    command = [str(BIN / "smug"), "evaluate"]
+    for display, spec in models.items():
+        command += ["--model", f"{display}={spec}"]
+    command += [
+        "--reference", next(iter(models)), "--protocol", PROTOCOL, "--data-root", "data/demo/val",
+        "--output-dir", relative(output), "--seed", str(SEED), "--resume",
+    ]  # fmt: skip
+    log(shlex.join(command))
+    seconds = run_logged(command, output / "evaluate.log")
+    steps.append({"step": "smug evaluate", "command": shlex.join(command), "seconds": round(seconds, 1)})
+    (output / "steps.json").write_text(json.dumps(steps, indent=2))
+    log(f"done: {relative(output)}/robustness.md")
+
+
+def study_model(name: str) -> str:
+    return f"projects/reproduce/{name}.yaml:{relative(STUDY_RUNS / name / name / f'model_{CHECKPOINT_EVERY - 1}.pt')}"
+
+
+def length(smug: str, iterations: int) -> None:
+    output = RESULTS / "investigation_training_length"
+    trainings, models = [], {}
+    for display, name in (("MoDL", "modl"), ("SMUG", smug)):
+        cfg = derived_config(name, output / "configs", {"training.num_iterations": iterations})
+        run = RUNS / "length" / name
+        trainings.append((run, cfg, STUDY_RUNS / name))
+        for iteration in range(CHECKPOINT_EVERY, iterations + 1, CHECKPOINT_EVERY):
+            checkpoint = run / name / f"model_{iteration - 1}.pt"
+            models[f"{display} {iteration} it"] = f"{relative(cfg)}:{relative(checkpoint)}"
+    train_and_evaluate(output, trainings, models)
+
+
+def sigma(smug: str, sigmas: list[float]) -> None:
+    output = RESULTS / "investigation_training_sigma"
+    trainings, models = [], {"MoDL": study_model("modl"), "SMUG sigma 0.01": study_model(smug)}
+    for value in sigmas:
+        cfg = derived_config(smug, output / "configs", {"model.sigma": value}, f"{smug}_sigma{value:g}.yaml")
+        run = RUNS / "sigma" / cfg.stem
+        trainings.append((run, cfg))
+        models[f"SMUG sigma {value:g}"] = f"{relative(cfg)}:{relative(last_checkpoint(run, cfg))}"
+    train_and_evaluate(output, trainings, models)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    investigations = parser.add_subparsers(dest="investigation", required=True)
+    investigations.add_parser("length").add_argument("--iterations", type=int, default=1200)
+    investigations.add_parser("sigma").add_argument("--sigmas", type=float, nargs="+", default=[0.05, 0.1])
+    args = parser.parse_args()
+    choice = RESULTS / "lambda_l_choice.json"
+    if not choice.exists() or not (STUDY_RUNS / "modl" / ".complete").exists():
+        raise SystemExit(f"{relative(choice)} or {relative(STUDY_RUNS)} is missing: run `make reproduce` first.")
+    smug = f"smug_lambda{json.loads(choice.read_text())['chosen']:g}"
+    if not (STUDY_RUNS / smug / ".complete").exists():
+        raise SystemExit(f"{relative(STUDY_RUNS / smug)} has not finished: run `make reproduce` first.")
+    if args.investigation == "length":
+        if args.iterations <= CHECKPOINT_EVERY or args.iterations % CHECKPOINT_EVERY:
+            raise SystemExit(f"--iterations must be a multiple of {CHECKPOINT_EVERY} above it, got {args.iterations}.")
+        length(smug, args.iterations)
+    else:
+        sigma(smug, args.sigmas)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
