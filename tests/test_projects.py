@@ -166,7 +166,7 @@ def test_malformed_yaml_is_reported(tmp_path: pathlib.Path, edit: str, expected:
 
 def test_investigation_configs_change_only_what_they_name(tmp_path: pathlib.Path) -> None:
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    from investigate_training import derived_config
+    from investigate import derived_config
 
     project = PROJECTS_DIR / "reproduce" / "smug_lambda10.yaml"
     longer = derived_config("smug_lambda10", tmp_path, {"training.num_iterations": 1200})

@@ -1,17 +1,21 @@
-"""Investigations for results/demo, on the validation split: is SMUG's missing PGD advantage a matter of training?
+"""`make investigate`: why SMUG's PGD advantage does not reproduce in results/demo, all on the validation split.
 
-    python scripts/investigate_training.py length [--iterations 1200]
-    python scripts/investigate_training.py sigma [--sigmas 0.05 0.1]
+    python scripts/investigate.py {test-sigma,draws,training-length,training-sigma,all}
 
-length: continues the study's MoDL and SMUG (the lambda_l `make reproduce` chose) from their 400-iteration
+test-sigma: the study's MoDL and SMUG (every lambda_l candidate) under the journal's PGD with the smoothing sigma
+    raised at test time (configs/robustness/sigma_investigation.yaml -> investigation_sigma/).
+draws: the same with K = 1, 4, 10 noise draws (configs/robustness/samples_investigation.yaml ->
+    investigation_samples/).
+training-length: continues the study's MoDL and SMUG (the lambda_l `make reproduce` chose) from their 400-iteration
     checkpoints to `--iterations` (the learning rate is constant, so resuming equals training longer from the
     start), saving every 400 iterations, and evaluates every checkpoint.
-sigma: fine-tunes SMUG from the study's pre-trained denoiser with a larger smoothing sigma (in training and at
+training-sigma: fine-tunes SMUG from the study's pre-trained denoiser with a larger smoothing sigma (in training and at
     test time), 400 iterations as in the study, and evaluates it next to the study's MoDL and SMUG (sigma 0.01).
 
-Both evaluate with configs/robustness/training_investigation.yaml (clean, the journal's PGD and the adaptive EOT
-attack) on data/demo/val and write results/demo/investigation_training_<name>/: the robustness tables, the derived
-configs and steps.json (commands, wall-clock). They need a finished `make reproduce` and resume like it.
+The training investigations evaluate with configs/robustness/training_investigation.yaml (clean, the journal's PGD
+and the adaptive EOT attack) and write investigation_training_{length,sigma}/, with their derived configs. Every
+investigation writes its robustness tables and steps.json (commands, wall-clock) under results/demo/. They need a
+finished `make reproduce` and resume like it.
 """
 
 import argparse
@@ -29,7 +33,7 @@ from reproduce import BIN, ROOT, SEED, run_logged
 RESULTS = ROOT / "results" / "demo"
 STUDY_RUNS = ROOT / "runs" / "reproduce"
 RUNS = ROOT / "runs" / "investigations"
-PROTOCOL = "configs/robustness/training_investigation.yaml"
+TRAINING_PROTOCOL = "configs/robustness/training_investigation.yaml"
 CHECKPOINT_EVERY = 400
 JOBS = 2
 
@@ -88,15 +92,18 @@ def train(run: pathlib.Path, cfg: pathlib.Path, start_from: pathlib.Path | None 
     return {"step": step, "command": shlex.join(command), "seconds": round(seconds, 1)}
 
 
-def train_and_evaluate(output: pathlib.Path, trainings: list[tuple], models: dict[str, str]) -> None:
+def train_and_evaluate(
+    output: pathlib.Path, trainings: list[tuple], models: dict[str, str], protocol: str = TRAINING_PROTOCOL
+) -> None:
     """Runs `trainings` (train() arguments) two at a time, then `smug evaluate` of `models` (name -> cfg:ckpt)."""
+    output.mkdir(parents=True, exist_ok=True)
     with concurrent.futures.ThreadPoolExecutor(max_workers=JOBS) as pool:
         steps = list(pool.map(lambda args: train(*args), trainings))
     command = [str(BIN / "smug"), "evaluate"]
     for display, spec in models.items():
         command += ["--model", f"{display}={spec}"]
     command += [
-        "--reference", next(iter(models)), "--protocol", PROTOCOL, "--data-root", "data/demo/val",
+        "--reference", next(iter(models)), "--protocol", protocol, "--data-root", "data/demo/val",
         "--output-dir", relative(output), "--seed", str(SEED), "--resume",
     ]  # fmt: skip
     log(shlex.join(command))
@@ -110,7 +117,18 @@ def study_model(name: str) -> str:
     return f"projects/reproduce/{name}.yaml:{relative(STUDY_RUNS / name / name / f'model_{CHECKPOINT_EVERY - 1}.pt')}"
 
 
-def length(smug: str, iterations: int) -> None:
+def sigma_at_test_time(smug: str, candidates: list[str]) -> None:
+    models = {"MoDL": study_model("modl"), "SMUG": study_model(smug)}
+    models |= {f"SMUG lambda_l {c}": study_model(f"smug_lambda{c}") for c in candidates if f"smug_lambda{c}" != smug}
+    train_and_evaluate(RESULTS / "investigation_sigma", [], models, "configs/robustness/sigma_investigation.yaml")
+
+
+def draws(smug: str) -> None:
+    models = {"MoDL": study_model("modl"), "SMUG": study_model(smug)}
+    train_and_evaluate(RESULTS / "investigation_samples", [], models, "configs/robustness/samples_investigation.yaml")
+
+
+def training_length(smug: str, iterations: int) -> None:
     output = RESULTS / "investigation_training_length"
     trainings, models = [], {}
     for display, name in (("MoDL", "modl"), ("SMUG", smug)):
@@ -123,7 +141,7 @@ def length(smug: str, iterations: int) -> None:
     train_and_evaluate(output, trainings, models)
 
 
-def sigma(smug: str, sigmas: list[float]) -> None:
+def training_sigma(smug: str, sigmas: list[float]) -> None:
     output = RESULTS / "investigation_training_sigma"
     trainings, models = [], {"MoDL": study_model("modl"), "SMUG sigma 0.01": study_model(smug)}
     for value in sigmas:
@@ -136,22 +154,32 @@ def sigma(smug: str, sigmas: list[float]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    investigations = parser.add_subparsers(dest="investigation", required=True)
-    investigations.add_parser("length").add_argument("--iterations", type=int, default=1200)
-    investigations.add_parser("sigma").add_argument("--sigmas", type=float, nargs="+", default=[0.05, 0.1])
+    parser.add_argument("investigation", choices=["test-sigma", "draws", "training-length", "training-sigma", "all"])
+    parser.add_argument("--iterations", type=int, default=1200, help="training-length: iterations to reach")
+    parser.add_argument("--sigmas", type=float, nargs="+", default=[0.05, 0.1], help="training-sigma: sigmas")
     args = parser.parse_args()
+    if args.iterations <= CHECKPOINT_EVERY or args.iterations % CHECKPOINT_EVERY:
+        raise SystemExit(f"--iterations must be a multiple of {CHECKPOINT_EVERY} above it, got {args.iterations}.")
     choice = RESULTS / "lambda_l_choice.json"
     if not choice.exists() or not (STUDY_RUNS / "modl" / ".complete").exists():
         raise SystemExit(f"{relative(choice)} or {relative(STUDY_RUNS)} is missing: run `make reproduce` first.")
-    smug = f"smug_lambda{json.loads(choice.read_text())['chosen']:g}"
-    if not (STUDY_RUNS / smug / ".complete").exists():
-        raise SystemExit(f"{relative(STUDY_RUNS / smug)} has not finished: run `make reproduce` first.")
-    if args.investigation == "length":
-        if args.iterations <= CHECKPOINT_EVERY or args.iterations % CHECKPOINT_EVERY:
-            raise SystemExit(f"--iterations must be a multiple of {CHECKPOINT_EVERY} above it, got {args.iterations}.")
-        length(smug, args.iterations)
-    else:
-        sigma(smug, args.sigmas)
+    choice = json.loads(choice.read_text())
+    smug = f"smug_lambda{choice['chosen']:g}"
+    candidates = list(choice["smug_val_psnr"])
+    unfinished = [
+        n for n in ("modl", *(f"smug_lambda{c}" for c in candidates)) if not (STUDY_RUNS / n / ".complete").exists()
+    ]
+    if unfinished:
+        raise SystemExit(f"{', '.join(unfinished)} in {relative(STUDY_RUNS)} not finished: run `make reproduce` first.")
+    run_all = args.investigation == "all"
+    if run_all or args.investigation == "test-sigma":
+        sigma_at_test_time(smug, candidates)
+    if run_all or args.investigation == "draws":
+        draws(smug)
+    if run_all or args.investigation == "training-length":
+        training_length(smug, args.iterations)
+    if run_all or args.investigation == "training-sigma":
+        training_sigma(smug, args.sigmas)
     return 0
 
 
