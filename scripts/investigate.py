@@ -71,10 +71,20 @@ def last_checkpoint(run: pathlib.Path, cfg: pathlib.Path) -> pathlib.Path:
     return run / cfg.stem / f"model_{iterations - 1}.pt"
 
 
+def checkpoint_after(run: pathlib.Path, name: str, iterations: int) -> pathlib.Path:
+    """The checkpoint after `iterations` steps: DIRECT names a run's last one model_<n - 1>, a resumed run's
+    intermediate ones model_<n> (one step later)."""
+    last = run / name / f"model_{iterations - 1}.pt"
+    return last if last.exists() else run / name / f"model_{iterations}.pt"
+
+
 def train(run: pathlib.Path, cfg: pathlib.Path, start_from: pathlib.Path | None = None) -> dict:
     """`direct train` of `cfg` into `run`, continuing a copy of the run `start_from`; skipped when finished."""
     step = f"train {run.name} ({relative(cfg)})"
+    record = run / ".investigation-complete"
     if last_checkpoint(run, cfg).exists():
+        if record.exists():
+            return json.loads(record.read_text())
         return {"step": step, "seconds": None, "note": "finished before this invocation"}
     if start_from is not None and not run.exists():
         shutil.copytree(start_from, run, ignore=shutil.ignore_patterns(".complete", "train.log"))
@@ -89,7 +99,9 @@ def train(run: pathlib.Path, cfg: pathlib.Path, start_from: pathlib.Path | None 
     log(shlex.join(command))
     seconds = run_logged(command, run / "train.log")
     log(f"{step} done in {seconds / 60:.1f} min")
-    return {"step": step, "command": shlex.join(command), "seconds": round(seconds, 1)}
+    result = {"step": step, "command": shlex.join(command), "seconds": round(seconds, 1)}
+    record.write_text(json.dumps(result))
+    return result
 
 
 def train_and_evaluate(
@@ -136,7 +148,7 @@ def training_length(smug: str, iterations: int) -> None:
         run = RUNS / "length" / name
         trainings.append((run, cfg, STUDY_RUNS / name))
         for iteration in range(CHECKPOINT_EVERY, iterations + 1, CHECKPOINT_EVERY):
-            checkpoint = run / name / f"model_{iteration - 1}.pt"
+            checkpoint = checkpoint_after(run, name, iteration)
             models[f"{display} {iteration} it"] = f"{relative(cfg)}:{relative(checkpoint)}"
     train_and_evaluate(output, trainings, models)
 
