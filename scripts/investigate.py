@@ -119,7 +119,8 @@ def train_and_evaluate(
         "--output-dir", relative(output), "--seed", str(SEED), "--resume",
     ]  # fmt: skip
     log(shlex.join(command))
-    seconds = run_logged(command, output / "evaluate.log")
+    (RUNS / output.name).mkdir(parents=True, exist_ok=True)
+    seconds = run_logged(command, RUNS / output.name / "evaluate.log")
     steps.append({"step": "smug evaluate", "command": shlex.join(command), "seconds": round(seconds, 1)})
     (output / "steps.json").write_text(json.dumps(steps, indent=2))
     log(f"done: {relative(output)}/robustness.md")
