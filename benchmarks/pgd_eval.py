@@ -122,7 +122,6 @@ def main() -> None:
                 label = {"modl": "MoDL", "smug": "SMUG"}[name]
             ckpt = fx.save_fresh_checkpoint(cfg, root / name)
             model = load_model(ModelSpec(name, cfg, ckpt), args.device, root / name / "logs")
-            logging.disable(logging.WARNING)  # load_model restores DIRECT's logging when it returns
             if name == "smug":
                 label += f" (K={model.module.num_samples}, sigma={model.module.sigma})"
             params = sum(p.numel() for p in model.module.parameters())

@@ -28,14 +28,13 @@ import sys
 import time
 
 import yaml
-from reproduce import BIN, ROOT, SEED, run_logged
+from reproduce import BIN, JOBS, ROOT, SEED, direct_train_command, run_logged
 
 RESULTS = ROOT / "results" / "demo"
 STUDY_RUNS = ROOT / "runs" / "reproduce"
 RUNS = ROOT / "runs" / "investigations"
 TRAINING_PROTOCOL = "configs/robustness/training_investigation.yaml"
 CHECKPOINT_EVERY = 400
-JOBS = 2
 
 
 def log(message: str) -> None:
@@ -89,13 +88,7 @@ def train(run: pathlib.Path, cfg: pathlib.Path, start_from: pathlib.Path | None 
     if start_from is not None and not run.exists():
         shutil.copytree(start_from, run, ignore=shutil.ignore_patterns(".complete", "train.log"))
     run.mkdir(parents=True, exist_ok=True)
-    command = [
-        str(BIN / "direct"), "train", relative(run), "--cfg", relative(cfg),
-        "--training-root", "data/demo/train", "--validation-root", "data/demo/val",
-        "--device", "cpu", "--num-workers", "0", "--seed", str(SEED),
-    ]  # fmt: skip
-    if (run / cfg.stem / "last_model.txt").exists():
-        command.append("--resume")
+    command = direct_train_command(run, cfg)
     log(shlex.join(command))
     seconds = run_logged(command, run / "train.log")
     log(f"{step} done in {seconds / 60:.1f} min")
@@ -174,14 +167,13 @@ def main() -> int:
     if args.iterations <= CHECKPOINT_EVERY or args.iterations % CHECKPOINT_EVERY:
         raise SystemExit(f"--iterations must be a multiple of {CHECKPOINT_EVERY} above it, got {args.iterations}.")
     choice = RESULTS / "lambda_l_choice.json"
-    if not choice.exists() or not (STUDY_RUNS / "modl" / ".complete").exists():
-        raise SystemExit(f"{relative(choice)} or {relative(STUDY_RUNS)} is missing: run `make reproduce` first.")
+    if not choice.exists():
+        raise SystemExit(f"{relative(choice)} is missing: run `make reproduce` first.")
     choice = json.loads(choice.read_text())
     smug = f"smug_lambda{choice['chosen']:g}"
     candidates = list(choice["smug_val_psnr"])
-    unfinished = [
-        n for n in ("modl", *(f"smug_lambda{c}" for c in candidates)) if not (STUDY_RUNS / n / ".complete").exists()
-    ]
+    needed = ("modl", *(f"smug_lambda{c}" for c in candidates))
+    unfinished = [name for name in needed if not (STUDY_RUNS / name / ".complete").exists()]
     if unfinished:
         raise SystemExit(f"{', '.join(unfinished)} in {relative(STUDY_RUNS)} not finished: run `make reproduce` first.")
     run_all = args.investigation == "all"

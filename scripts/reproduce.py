@@ -60,6 +60,20 @@ def run_logged(command: list[str], log_file: pathlib.Path) -> float:
     return time.perf_counter() - start
 
 
+def direct_train_command(run: pathlib.Path, cfg: pathlib.Path) -> list[str]:
+    """`direct train` of `cfg` into `run` on the demo data (paths relative to the repository: DIRECT seeds the
+    masks from the file names), resuming where the run has a checkpoint."""
+    command = [
+        str(BIN / "direct"), "train", str(run.relative_to(ROOT)), "--cfg", str(cfg.relative_to(ROOT)),
+        "--training-root", str((DATA / "train").relative_to(ROOT)),
+        "--validation-root", str((DATA / "val").relative_to(ROOT)),
+        "--device", "cpu", "--num-workers", "0", "--seed", str(SEED),
+    ]  # fmt: skip
+    if (run / cfg.stem / "last_model.txt").exists():
+        command.append("--resume")
+    return command
+
+
 def train(runs: pathlib.Path, name: str) -> dict:
     """`direct train` of projects/reproduce/<name>.yaml, skipped when finished, resumed when interrupted."""
     run = runs / name
@@ -67,14 +81,7 @@ def train(runs: pathlib.Path, name: str) -> dict:
     if done.exists():
         return json.loads(done.read_text())
     run.mkdir(parents=True, exist_ok=True)
-    command = [
-        str(BIN / "direct"), "train", str(run.relative_to(ROOT)), "--cfg", f"projects/reproduce/{name}.yaml",
-        "--training-root", str((DATA / "train").relative_to(ROOT)),
-        "--validation-root", str((DATA / "val").relative_to(ROOT)),
-        "--device", "cpu", "--num-workers", "0", "--seed", str(SEED),
-    ]  # fmt: skip
-    if (run / name / "last_model.txt").exists():
-        command.append("--resume")
+    command = direct_train_command(run, ROOT / "projects" / "reproduce" / f"{name}.yaml")
     log(f"train {name}: {' '.join(command)}")
     seconds = run_logged(command, run / "train.log")
     record = {"step": f"train {name}", "command": shlex.join(command), "seconds": round(seconds, 1)}

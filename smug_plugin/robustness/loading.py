@@ -154,8 +154,9 @@ def load_model(spec: ModelSpec, device: str, log_dir: pathlib.Path) -> LoadedMod
 
     spec.check_files()
     root_level = logging.getLogger().level
+    disabled = logging.root.manager.disable  # the caller's own logging.disable level, restored below
     # DIRECT's set-up prints every config at INFO (once per model): keep the console for progress and errors.
-    logging.disable(logging.INFO)
+    logging.disable(max(disabled, logging.INFO))
     try:
         env = setup_inference_environment(spec.name, log_dir, device, 0, False, spec.config)
     except SystemExit:
@@ -165,7 +166,7 @@ def load_model(spec: ModelSpec, device: str, log_dir: pathlib.Path) -> LoadedMod
             f"(unknown model_name or engine? see {log_dir / spec.name})."
         ) from None
     finally:
-        logging.disable(logging.NOTSET)
+        logging.disable(disabled)
         logging.getLogger().setLevel(max(root_level, logging.WARNING))
     if env.cfg.get("inference") is None:
         raise ValueError(f"Model '{spec.name}': {spec.config} has no 'inference:' section (needed for the data).")
