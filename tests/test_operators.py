@@ -1,0 +1,52 @@
+"""The multi-coil operator A = M F S: adjointness, DIRECT's own normal operator, the masking rule."""
+
+import torch
+from direct.data.transforms import fft2, ifft2
+from direct.nn.conjgradnet.conjgrad import ConjGrad
+
+from smug_plugin.operators import MultiCoilOperator, apply_mask
+
+N, COILS, H, W = 2, 3, 8, 6
+
+
+def _operator(seed: int = 0) -> MultiCoilOperator:
+    g = torch.Generator().manual_seed(seed)
+    sens = torch.randn(N, COILS, H, W, 2, generator=g, dtype=torch.float32)
+    sens = sens / (sens**2).sum(dim=(1, 4), keepdim=True).sqrt()
+    mask = (torch.rand(N, 1, 1, W, 1, generator=g) > 0.5).expand(N, 1, H, W, 1).to(torch.float32)
+    return MultiCoilOperator(fft2, ifft2, sens, mask)
+
+
+def _inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # float64 sum: DIRECT FFTs are float32 only
+    """Re <a, b> for DIRECT complex tensors (real and imaginary parts as a trailing axis)."""
+    return (a.double() * b.double()).sum()
+
+
+def test_adjoint_is_the_adjoint_of_forward():
+    op = _operator()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(N, H, W, 2, generator=g, dtype=torch.float32)
+    y = torch.randn(N, COILS, H, W, 2, generator=g, dtype=torch.float32)
+    assert torch.allclose(_inner(op.forward(x), y), _inner(x, op.adjoint(y)), rtol=1e-4)
+
+
+def test_normal_operator_equals_directs_conjugate_gradient_operator():
+    op = _operator()
+    x = torch.randn(N, H, W, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float32)
+    direct_cg = ConjGrad(fft2, ifft2)
+    assert torch.equal(op.normal(x), direct_cg._A_star_A_op(x, op.sensitivity_map, op.sampling_mask))
+
+
+def test_values_outside_the_mask_never_leak_in():
+    op = _operator()
+    y = torch.zeros(N, COILS, H, W, 2, dtype=torch.float32)
+    y[op.sampling_mask.expand_as(y) == 0] = float("nan")
+    assert torch.isfinite(apply_mask(y, op.sampling_mask)).all()
+    assert torch.isfinite(op.adjoint(y)).all()
+
+
+def test_repeat_stacks_the_batch():
+    op = _operator()
+    x = torch.randn(N, H, W, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float32)
+    repeated = op.repeat(3).forward(x.repeat(3, 1, 1, 1))
+    assert torch.equal(repeated[N : 2 * N], op.forward(x))
