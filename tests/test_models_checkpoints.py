@@ -155,8 +155,8 @@ def direct_train_start(monkeypatch) -> list[dict[str, torch.Tensor]]:
     return started
 
 
-def _train(engine: SMUGEngine, directory: pathlib.Path, resume: bool = False) -> None:
-    engine.train(None, None, [], directory, resume=resume)
+def _train(engine: SMUGEngine, directory: pathlib.Path, resume: bool = False, initialization=None) -> None:
+    engine.train(None, None, [], directory, resume=resume, initialization=initialization)
 
 
 def test_pretrained_denoisers_are_read_when_training_starts(tmp_path, pretrained, direct_train_start):
@@ -176,9 +176,7 @@ def test_pretrained_denoisers_are_read_when_training_starts(tmp_path, pretrained
     assert not any(p.requires_grad for p in engine._frozen_denoiser.parameters())
 
 
-def test_resuming_a_run_restores_the_denoiser_from_the_run_not_from_the_pre_training_file(
-    tmp_path, pretrained, direct_train_start
-):
+def test_resuming_or_initialising_a_run_does_not_read_the_pre_training_file(tmp_path, pretrained, direct_train_start):
     path, weights = pretrained
     (tmp_path / "last_model.txt").write_text("5")  # DIRECT's mark of a run to resume
     engine = _engine(str(tmp_path / "absent.pt"), str(path))
@@ -187,3 +185,5 @@ def test_resuming_a_run_restores_the_denoiser_from_the_run_not_from_the_pre_trai
     assert all(torch.equal(started["frozen"][k], v) for k, v in weights.items())  # not in the run's checkpoints
     with pytest.raises(FileNotFoundError, match="model.denoiser_checkpoint"):
         _train(engine, tmp_path / "new_run", resume=True)  # nothing to resume: a fresh start needs the file
+    _train(engine, tmp_path / "new_run", initialization=path)  # DIRECT loads all weights from `initialization`
+    assert len(direct_train_start) == 2
