@@ -1,9 +1,14 @@
-"""The multi-coil operator A = M F S: adjointness, DIRECT's own normal operator, the masking rule."""
+"""The multi-coil operator A = M F S: adjointness, DIRECT's own normal operator and conjugate gradient, the masking
+rule, and no second copy of A in the models and losses."""
+
+import pathlib
 
 import torch
 from direct.data.transforms import fft2, ifft2
 from direct.nn.conjgradnet.conjgrad import ConjGrad
 
+import smug_plugin
+from smug_plugin.models.data_consistency import OperatorConjGrad
 from smug_plugin.operators import MultiCoilOperator, apply_mask
 
 N, COILS, H, W = 2, 3, 8, 6
@@ -50,3 +55,26 @@ def test_repeat_stacks_the_batch():
     x = torch.randn(N, H, W, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float32)
     repeated = op.repeat(3).forward(x.repeat(3, 1, 1, 1))
     assert torch.equal(repeated[N : 2 * N], op.forward(x))
+
+
+def test_models_data_consistency_is_directs_conjugate_gradient_bit_for_bit():
+    op = _operator()
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(N, H, W, 2, generator=g, dtype=torch.float32)
+    kspace = apply_mask(torch.randn(N, COILS, H, W, 2, generator=g, dtype=torch.float32), op.sampling_mask)
+    lambd = torch.tensor([0.7])
+    solver = OperatorConjGrad(fft2, ifft2, num_iters=7, tol=0.0)
+    direct = ConjGrad(fft2, ifft2, num_iters=7, tol=0.0).cg(z, kspace, op.sensitivity_map, op.sampling_mask, lambd, z)
+    assert torch.equal(solver.solve(op, kspace, z, lambd), direct)
+
+
+def test_models_and_losses_hold_no_copy_of_the_operator():
+    package = pathlib.Path(smug_plugin.__file__).parent
+    sources = {p: p.read_text() for folder in ("models", "losses") for p in sorted((package / folder).glob("*.py"))}
+    copies = [
+        f"{p.name}: {name}"
+        for p, text in sources.items()
+        for name in ("expand_operator", "reduce_operator", "forward_operator(", "backward_operator(", "torch.where")
+        if name in text
+    ]
+    assert copies == []

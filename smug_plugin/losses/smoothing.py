@@ -7,8 +7,9 @@ Both compare complex images ``(..., H, W, 2)`` by their mean squared error, as t
 from collections.abc import Callable
 
 import torch
-from direct.data.transforms import reduce_operator
 from direct.types import DirectEnum
+
+from smug_plugin.operators import MultiCoilOperator
 
 DENOISER_LOSS = "denoiser_loss"
 USTAB_LOSS = "ustab_loss"
@@ -25,9 +26,17 @@ class UStabTarget(DirectEnum):
     FROZEN_DENOISER = "frozen_denoiser"  # D_pre(t) with a frozen pre-trained denoiser
 
 
-def complex_target_image(kspace: torch.Tensor, sensitivity_map: torch.Tensor, backward_operator) -> torch.Tensor:
-    """The complex ground truth t = S^H F^-1 y_full ``(N, H, W, 2)`` in the space the unrolled models output."""
-    return reduce_operator(backward_operator(kspace, dim=(2, 3)), sensitivity_map, dim=1)
+def complex_target_image(kspace: torch.Tensor, operator: MultiCoilOperator) -> torch.Tensor:
+    """The complex ground truth t = S^H F^-1 y_full ``(N, H, W, 2)`` in the space the unrolled models output.
+
+    Parameters
+    ----------
+    kspace : torch.Tensor
+        Fully sampled k-space ``(N, coil, H, W, 2)``.
+    operator : MultiCoilOperator
+        The batch's operator (its coil maps and FFT; the mask is not applied).
+    """
+    return operator.coil_combine(kspace)
 
 
 def denoiser_pretraining_loss(denoised: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

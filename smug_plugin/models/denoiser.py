@@ -6,6 +6,8 @@ import torch
 from direct.nn.didn.didn import DIDN as DirectDIDN
 from torch import nn
 
+from smug_plugin.models.checkpoint import checkpoint_fix, read_model_state
+
 # Every model of the family keeps its denoiser under this attribute, so checkpoints map one-to-one.
 DENOISER_PREFIX = "denoiser."
 
@@ -40,40 +42,68 @@ def build_denoiser(hidden_channels: int = 64, num_dubs: int = 3, num_convs_recon
     )
 
 
-def load_denoiser_state(denoiser: nn.Module, checkpoint: str | pathlib.Path) -> None:
+def load_denoiser_state(
+    denoiser: nn.Module, checkpoint: str | pathlib.Path, setting: str = "denoiser_checkpoint"
+) -> None:
     """Initialise ``denoiser`` from a checkpoint written by ``direct train`` for any model of the family.
 
     DIRECT checkpoints are ``{"model": state_dict, ...}``; the denoiser's weights are the entries under
     ``denoiser.`` (a ``smug.didn.DIDN`` pre-training run, or a fine-tuned MoDL/SMUG run).
+
+    Parameters
+    ----------
+    denoiser : nn.Module
+        The denoiser to initialise (see :func:`build_denoiser`).
+    checkpoint : str or pathlib.Path
+        The ``model_<iteration>.pt`` to read.
+    setting : str
+        The ``model:`` key that named the file (``denoiser_checkpoint``, ``ustab_frozen_denoiser_checkpoint``).
 
     Raises
     ------
     FileNotFoundError
         The checkpoint does not exist.
     ValueError
-        The file holds no denoiser weights, or they do not fit this denoiser (other width or depth).
+        The file is unreadable or refused (see :func:`read_model_state`), holds no denoiser weights, or they do
+        not fit this denoiser (other width or depth).
     """
-    path = pathlib.Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"denoiser_checkpoint {str(path)!r} does not exist. Point `model.denoiser_checkpoint` at a "
-            "`model_<iteration>.pt` written by `direct train` for smug.didn.DIDN (or set it to null)."
-        )
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    state = state.get("model", state) if isinstance(state, dict) else state
-    weights = {k[len(DENOISER_PREFIX) :]: v for k, v in state.items() if k.startswith(DENOISER_PREFIX)}
+    state = read_model_state(checkpoint, setting)
+    where = f"model.{setting} {str(checkpoint)!r}"
+    weights = {k.removeprefix(DENOISER_PREFIX): v for k, v in state.items() if k.startswith(DENOISER_PREFIX)}
     if not weights:
         raise ValueError(
-            f"{str(path)!r} holds no denoiser weights (no key starts with {DENOISER_PREFIX!r}); "
-            "expected a checkpoint of smug.didn.DIDN or of another smug.* model."
+            f"{where} holds no denoiser weights (no key starts with {DENOISER_PREFIX!r}): {checkpoint_fix(setting)}."
         )
-    try:
-        denoiser.load_state_dict(weights, strict=True)
-    except RuntimeError as error:
+    mismatch = _state_mismatch(denoiser.state_dict(), weights)
+    if mismatch:
         raise ValueError(
-            f"The denoiser in {str(path)!r} does not fit this model's denoiser (check denoiser_hidden_channels, "
-            f"denoiser_num_dubs and denoiser_num_convs_recon against the pre-training config): {error}"
-        ) from error
+            f"The denoiser in {where} does not fit this model's denoiser ({mismatch}): check "
+            "denoiser_hidden_channels, denoiser_num_dubs and denoiser_num_convs_recon against the pre-training "
+            f"config; or {checkpoint_fix(setting)}."
+        )
+    denoiser.load_state_dict(weights, strict=True)
+
+
+def _state_mismatch(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> str:
+    """A one-line summary of the keys and shapes in which ``given`` differs from ``expected`` ('' if none)."""
+    missing = sorted(expected.keys() - given.keys())
+    unexpected = sorted(given.keys() - expected.keys())
+    reshaped = sorted(k for k in expected.keys() & given.keys() if expected[k].shape != given[k].shape)
+    parts = []
+    if reshaped:
+        key = reshaped[0]
+        parts.append(
+            f"{_tensors(reshaped)} of another shape, e.g. {key}: {tuple(given[key].shape)} in the checkpoint, "
+            f"{tuple(expected[key].shape)} here"
+        )
+    for what, keys in (("missing", missing), ("unexpected", unexpected)):
+        if keys:
+            parts.append(f"{_tensors(keys)} {what}, e.g. {keys[0]}")
+    return "; ".join(parts)
+
+
+def _tensors(keys: list[str]) -> str:
+    return f"{len(keys)} tensor{'s' * (len(keys) != 1)}"
 
 
 def apply_denoiser(denoiser: nn.Module, image: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ unroll, the complex target), so ``forward_function`` keeps them for the loss cal
 """
 
 import copy
+import pathlib
 from contextlib import contextmanager
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch
 from direct.nn.loss_keys import KeyedLossFn
 from direct.nn.mri_models import MRIModelEngine
 from omegaconf import OmegaConf
+from torch.utils.data import Dataset
 
 from smug_plugin.losses.smoothing import (
     DENOISER_LOSS,
@@ -27,6 +29,7 @@ from smug_plugin.losses.smoothing import (
     ustab_loss,
 )
 from smug_plugin.models.denoiser import apply_denoiser, load_denoiser_state
+from smug_plugin.operators import MultiCoilOperator
 from smug_plugin.robustness.validation import RobustValidation, attacked_kspace
 
 
@@ -94,7 +97,10 @@ class _FamilyEngine(MRIModelEngine):
                 "The plugin losses need the fully sampled k-space: set `transforms.delete_kspace: false` in every "
                 "training dataset of the config."
             )
-        return complex_target_image(data["kspace"].float(), data["sensitivity_map"].float(), self.backward_operator)
+        operator = MultiCoilOperator(
+            self.forward_operator, self.backward_operator, data["sensitivity_map"].float(), data["sampling_mask"]
+        )
+        return complex_target_image(data["kspace"].float(), operator)
 
 
 @contextmanager
@@ -125,11 +131,54 @@ class UnrolledEngine(_FamilyEngine):
         )
         self._attacking = False
         self._frozen_denoiser = None
-        checkpoint = getattr(cfg.model, "ustab_frozen_denoiser_checkpoint", None)
-        if checkpoint:
-            frozen = copy.deepcopy(_unwrap(model).denoiser)
-            load_denoiser_state(frozen, checkpoint)
-            self._frozen_denoiser = frozen.to(device).eval().requires_grad_(False)
+
+    def train(
+        self,
+        optimizer: torch.optim.Optimizer,
+        lr_scheduler: torch.optim.lr_scheduler.LRScheduler,
+        training_datasets: list[Dataset],
+        experiment_directory: pathlib.Path,
+        validation_datasets: list[Dataset] | None = None,
+        resume: bool = False,
+        start_with_validation: bool = False,
+        initialization: str | pathlib.Path | None = None,
+        num_workers: int = 6,
+    ) -> None:
+        """DIRECT's training, after reading the pre-trained denoisers named in the config.
+
+        They are read here, not when the model is built, so a trained model predicts and is evaluated without the
+        pre-training run's file. The frozen UStab denoiser is read on every start (it is not in the run's
+        checkpoints); ``denoiser_checkpoint`` is not read when DIRECT restores the whole model anyway: on
+        ``--resume`` with a checkpoint in the experiment directory, or with an initialization checkpoint.
+        """
+        self._load_frozen_denoiser()
+        network = _unwrap(self.model)
+        # DIRECT's own test for a run to resume (Checkpointer.load("latest")).
+        resumable = (pathlib.Path(experiment_directory) / "last_model.txt").is_file()
+        restored_by_direct = bool(initialization) or (resume and resumable)
+        if restored_by_direct and network.denoiser_checkpoint:
+            self.logger.info("model.denoiser_checkpoint is not read: DIRECT restores the model from a checkpoint.")
+        elif network.load_pretrained_denoiser():
+            self.logger.info("Denoiser initialised from model.denoiser_checkpoint %s.", network.denoiser_checkpoint)
+        super().train(
+            optimizer,
+            lr_scheduler,
+            training_datasets,
+            experiment_directory,
+            validation_datasets=validation_datasets,
+            resume=resume,
+            start_with_validation=start_with_validation,
+            initialization=initialization,
+            num_workers=num_workers,
+        )
+
+    def _load_frozen_denoiser(self) -> None:
+        checkpoint = getattr(self.cfg.model, "ustab_frozen_denoiser_checkpoint", None)
+        if not checkpoint:
+            return
+        frozen = copy.deepcopy(_unwrap(self.model).denoiser)
+        load_denoiser_state(frozen, checkpoint, setting="ustab_frozen_denoiser_checkpoint")
+        self._frozen_denoiser = frozen.to(self.device).eval().requires_grad_(False)
 
     def evaluate(self, data_loader, loss_fns):
         """DIRECT's validation; with ``robust_validation_budget > 0`` a second pass on PGD-attacked k-space whose

@@ -6,17 +6,22 @@ Every unroll applies the shared denoiser ``D`` and then the data-consistency (DC
 ``(A^H A + lambda I) x = A^H y + lambda z`` with DIRECT's conjugate gradient, ``A = M F S``.
 """
 
+import inspect
+import math
+import numbers
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 import torch.utils.checkpoint
-from direct.data.transforms import expand_operator, reduce_operator
-from direct.nn.conjgradnet.conjgrad import ConjGrad
 from direct.types import DirectEnum
 from torch import nn
 
+from smug_plugin.models.data_consistency import OperatorConjGrad
 from smug_plugin.models.denoiser import apply_denoiser, build_denoiser, load_denoiser_state
 from smug_plugin.models.weight_encoder import WeightEncoder
+from smug_plugin.operators import MultiCoilOperator
 
 
 class Smoothing(DirectEnum):
@@ -44,17 +49,41 @@ class UnrollDetails:
     denoised: list[torch.Tensor] = field(default_factory=list)
 
 
-def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
+    """``value`` as a float, if it is finite and > 0 (>= 0 with ``allow_zero``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}.")
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {bound}, got {value}.")
+    return float(value)
+
+
+def _integer(name: str, value: int, *, minimum: int | None = 1) -> int:
+    """``value`` as an int, if it is a whole number (3 or 3.0, not 2.5 or True) of at least ``minimum``."""
+    whole = not isinstance(value, bool) and isinstance(value, numbers.Real) and float(value).is_integer()
+    if not whole or (minimum is not None and value < minimum):
+        kind = "a positive integer" if minimum == 1 else "an integer"
+        raise ValueError(f"{name} must be {kind}, got {value!r}.")
+    return int(value)
+
+
+# The test-time settings and their validation; no parameter depends on them.
+_TEST_TIME_SETTINGS = {
+    "num_steps": lambda value: _integer("num_steps", value),
+    "sigma": lambda value: _positive("sigma", value, allow_zero=True),
+    "num_samples": lambda value: _integer("num_samples (K)", value),
+    "noise_seed": lambda value: _integer("noise_seed", value, minimum=None),
+}
+# MoDL draws no noise; it accepts a seed anyway so that evaluations can pass one to every model alike.
+_UNSMOOTHED_SETTINGS = frozenset({"num_steps", "noise_seed"})
 
 
 class SmoothedUnrolledNetwork(nn.Module):
     """MoDL with optional randomized smoothing (SMUG family).
 
-    ``num_steps``, ``sigma``, ``num_samples`` and ``noise_seed`` are plain attributes: no parameter depends on
-    them, so they can be changed at test time without retraining.
+    No parameter depends on ``num_steps``, ``sigma``, ``num_samples`` or ``noise_seed``: :meth:`test_time`
+    changes them for an evaluation without retraining.
     """
 
     def __init__(
@@ -113,44 +142,43 @@ class SmoothedUnrolledNetwork(nn.Module):
             DIDN configuration (papers: 64 channels, 3 down-up blocks).
         denoiser_checkpoint : str, optional
             A ``direct train`` checkpoint (pre-trained ``smug.didn.DIDN`` or any family member) whose denoiser
-            weights initialise this model's denoiser.
+            weights initialise this model's denoiser when training starts (:meth:`load_pretrained_denoiser`,
+            called by the engine); building the model does not read it, so a trained model runs without it.
         gradient_checkpointing : bool
             Recompute each unroll in the backward pass instead of storing its activations (training only).
         """
         super().__init__()
-        if int(num_steps) != num_steps or num_steps < 1:
-            raise ValueError(f"num_steps must be a positive integer, got {num_steps}.")
-        if int(num_samples) != num_samples or num_samples < 1:
-            raise ValueError(f"num_samples (K) must be a positive integer, got {num_samples}.")
-        _positive("sigma", sigma, allow_zero=True)
         _positive("lambda_init", lambda_init)
-        if cg_iters < 1:
-            raise ValueError(f"cg_iters must be >= 1, got {cg_iters}.")
+        _integer("cg_iters", cg_iters)
         if weighted and Smoothing(smoothing) != Smoothing.DENOISER:
             raise ValueError("weighted smoothing is defined for smoothing='denoiser' (Weighted SMUG) only.")
 
         self.forward_operator = forward_operator
         self.backward_operator = backward_operator
         self.smoothing = Smoothing(smoothing)
-        self.num_steps = int(num_steps)
-        self.sigma = float(sigma)
-        self.num_samples = int(num_samples)
+        self.num_steps = _TEST_TIME_SETTINGS["num_steps"](num_steps)
+        self.sigma = _TEST_TIME_SETTINGS["sigma"](sigma)
+        self.num_samples = _TEST_TIME_SETTINGS["num_samples"](num_samples)
         self.reuse_noise = reuse_noise
         self.noise_seed = noise_seed
         self.gradient_checkpointing = gradient_checkpointing
+        self.denoiser_checkpoint = denoiser_checkpoint
 
         self.denoiser = build_denoiser(denoiser_hidden_channels, denoiser_num_dubs, denoiser_num_convs_recon)
-        if denoiser_checkpoint:
-            load_denoiser_state(self.denoiser, denoiser_checkpoint)
         self.weight_encoder = WeightEncoder(weight_encoder_channels, weight_encoder_layers) if weighted else None
         if learn_lambda:
             self.lambd = nn.Parameter(torch.tensor([float(lambda_init)]))
         else:
             self.register_buffer("lambd", torch.tensor([float(lambda_init)]))
-        self.dc = ConjGrad(forward_operator, backward_operator, num_iters=cg_iters, tol=cg_tol)
+        self.dc = OperatorConjGrad(forward_operator, backward_operator, num_iters=int(cg_iters), tol=cg_tol)
 
-        self._coil_dim = 1
-        self._spatial_dims = (2, 3)
+    def load_pretrained_denoiser(self) -> bool:
+        """Initialise the denoiser from ``denoiser_checkpoint``, if one is set (the engine calls this when
+        training starts); returns whether it did."""
+        if not self.denoiser_checkpoint:
+            return False
+        load_denoiser_state(self.denoiser, self.denoiser_checkpoint)
+        return True
 
     @property
     def is_smoothed(self) -> bool:
@@ -161,6 +189,55 @@ class SmoothedUnrolledNetwork(nn.Module):
     def is_randomized(self) -> bool:
         """True when the forward pass draws noise (smoothing with sigma > 0)."""
         return self.smoothing != Smoothing.NONE and self.sigma > 0
+
+    def supported_test_time_settings(self) -> frozenset[str]:
+        """The settings :meth:`test_time` accepts: sigma and K only for the smoothed members."""
+        return frozenset(_TEST_TIME_SETTINGS) if self.is_smoothed else _UNSMOOTHED_SETTINGS
+
+    @contextmanager
+    def test_time(
+        self,
+        num_steps: int | None = None,
+        sigma: float | None = None,
+        num_samples: int | None = None,
+        noise_seed: int | None = None,
+    ) -> Iterator["SmoothedUnrolledNetwork"]:
+        """Runs the model with other test-time settings inside the ``with`` block, then restores the previous ones
+        (also when the block raises). ``None`` keeps a setting as it is.
+
+        Parameters
+        ----------
+        num_steps : int, optional
+            Number of unrolls N.
+        sigma : float, optional
+            Smoothing noise std (>= 0; smoothed members only).
+        num_samples : int, optional
+            Monte Carlo draws K (smoothed members only).
+        noise_seed : int, optional
+            Seed of the evaluation noise.
+
+        Raises
+        ------
+        ValueError
+            A setting this model does not have (sigma or K for MoDL), or an invalid value (2.5 unrolls, sigma < 0).
+        """
+        requested = {"num_steps": num_steps, "sigma": sigma, "num_samples": num_samples, "noise_seed": noise_seed}
+        requested = {name: value for name, value in requested.items() if value is not None}
+        unsupported = sorted(requested.keys() - self.supported_test_time_settings())
+        if unsupported:
+            raise ValueError(
+                f"{type(self).__name__} has no test-time setting {', '.join(unsupported)}; it supports "
+                f"{', '.join(sorted(self.supported_test_time_settings()))}."
+            )
+        values = {name: _TEST_TIME_SETTINGS[name](value) for name, value in requested.items()}
+        previous = {name: getattr(self, name) for name in values}
+        for name, value in values.items():
+            setattr(self, name, value)
+        try:
+            yield self
+        finally:
+            for name, value in previous.items():
+                setattr(self, name, value)
 
     def forward(
         self,
@@ -189,16 +266,15 @@ class SmoothedUnrolledNetwork(nn.Module):
         draws = self.num_samples if self.is_randomized else 1
         details = UnrollDetails()
 
-        adjoint = self._adjoint(masked_kspace, sampling_mask, sensitivity_map)
+        operator = self.operator(sampling_mask, sensitivity_map)
+        adjoint = operator.adjoint(masked_kspace)
         x, rhs_offset = adjoint, None
         if self.smoothing == Smoothing.INPUT and self.is_randomized:
             # RS-E2E runs the whole MoDL on K noisy copies of A^H y at once (batch K*N).
             noise = self._noise((draws, *adjoint.shape), generator, adjoint)
             x = (adjoint.unsqueeze(0) + noise).flatten(0, 1)
             rhs_offset = noise.flatten(0, 1)
-            masked_kspace, sampling_mask, sensitivity_map = (
-                t.repeat(draws, *([1] * (t.ndim - 1))) for t in (masked_kspace, sampling_mask, sensitivity_map)
-            )
+            masked_kspace, operator = _repeat_batch(masked_kspace, draws), operator.repeat(draws)
         fixed_noise = None
         if self.reuse_noise and self.is_randomized and self.smoothing != Smoothing.INPUT:
             fixed_noise = self._noise((draws, *adjoint.shape), generator, adjoint)
@@ -207,7 +283,7 @@ class SmoothedUnrolledNetwork(nn.Module):
             noise = fixed_noise
             if noise is None and self.is_randomized and self.smoothing != Smoothing.INPUT:
                 noise = self._noise((draws, *x.shape), generator, x)
-            operands = (x, masked_kspace, sampling_mask, sensitivity_map, noise, rhs_offset)
+            operands = (x, masked_kspace, operator, noise, rhs_offset)
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x_next, denoised = torch.utils.checkpoint.checkpoint(self._unroll, *operands, use_reentrant=False)
             else:
@@ -224,20 +300,17 @@ class SmoothedUnrolledNetwork(nn.Module):
                 details.denoised = [d[0].unflatten(0, (draws, -1)) for d in details.denoised]
         return (x, details) if return_details else x
 
-    def _unroll(self, x, masked_kspace, sampling_mask, sensitivity_map, noise, rhs_offset):
+    def _unroll(self, x, masked_kspace, operator, noise, rhs_offset):
         """One unroll; returns the next iterate and the denoiser outputs ``(K, N, H, W, 2)``."""
         if noise is None:
             denoised = self.denoise(x).unsqueeze(0)
-            return self._data_consistency(denoised[0], masked_kspace, sampling_mask, sensitivity_map, rhs_offset), (
-                denoised
-            )
+            return self._data_consistency(denoised[0], masked_kspace, operator, rhs_offset), denoised
         draws = noise.shape[0]
         noisy = (x.unsqueeze(0) + noise).flatten(0, 1)
         denoised = self.denoise(noisy).unflatten(0, (draws, -1))
         if self.smoothing == Smoothing.STEP:
-            repeat = lambda t: t.repeat(draws, *([1] * (t.ndim - 1)))  # noqa: E731
             solved = self._data_consistency(
-                denoised.flatten(0, 1), repeat(masked_kspace), repeat(sampling_mask), repeat(sensitivity_map), None
+                denoised.flatten(0, 1), _repeat_batch(masked_kspace, draws), operator.repeat(draws), None
             )
             return solved.unflatten(0, (draws, -1)).mean(0), denoised
         if self.weight_encoder is not None:
@@ -246,13 +319,13 @@ class SmoothedUnrolledNetwork(nn.Module):
             z = (weights * denoised).sum(0) / weights.sum(0).clamp_min(1e-8)
         else:
             z = denoised.mean(0)
-        return self._data_consistency(z, masked_kspace, sampling_mask, sensitivity_map, rhs_offset), denoised
+        return self._data_consistency(z, masked_kspace, operator, rhs_offset), denoised
 
     def denoise(self, image: torch.Tensor) -> torch.Tensor:
         """Applies the denoiser to complex images ``(B, H, W, 2)``."""
         return apply_denoiser(self.denoiser, image)
 
-    def _data_consistency(self, z, masked_kspace, sampling_mask, sensitivity_map, rhs_offset):
+    def _data_consistency(self, z, masked_kspace, operator, rhs_offset):
         # DIRECT's CG solves (A^H A + lambda I) x = A^H y + lambda z' from x = z'. RS-E2E's right-hand side
         # A^H y + eta + lambda z equals that with z' = z + eta / lambda.
         lambd = self.lambd.float().clamp_min(1e-6)
@@ -260,17 +333,15 @@ class SmoothedUnrolledNetwork(nn.Module):
             z = z.float()
             if rhs_offset is not None:
                 z = z + rhs_offset / lambd
-            return self.dc.cg(z, masked_kspace, sensitivity_map, sampling_mask, lambd, z)
+            return self.dc.solve(operator, masked_kspace, z, lambd)
 
-    def _adjoint(self, masked_kspace, sampling_mask, sensitivity_map) -> torch.Tensor:
-        """A^H y, SENSE-combined; the mask is applied again so k-space outside it never leaks in."""
-        kspace = torch.where(sampling_mask == 0, torch.zeros_like(masked_kspace), masked_kspace)
-        return reduce_operator(self.backward_operator(kspace, dim=self._spatial_dims), sensitivity_map, self._coil_dim)
+    def operator(self, sampling_mask: torch.Tensor, sensitivity_map: torch.Tensor) -> MultiCoilOperator:
+        """A = M F S of a batch, with the engine's FFTs."""
+        return MultiCoilOperator(self.forward_operator, self.backward_operator, sensitivity_map, sampling_mask)
 
     def forward_project(self, image: torch.Tensor, sampling_mask, sensitivity_map) -> torch.Tensor:
         """A x = M F S x, the multi-coil k-space of an image."""
-        kspace = self.forward_operator(expand_operator(image, sensitivity_map, self._coil_dim), dim=self._spatial_dims)
-        return torch.where(sampling_mask == 0, torch.zeros_like(kspace), kspace)
+        return self.operator(sampling_mask, sensitivity_map).forward(image)
 
     def _noise_generator(self, device: torch.device) -> torch.Generator | None:
         if self.training or self.noise_seed is None or not self.is_randomized:
@@ -281,22 +352,19 @@ class SmoothedUnrolledNetwork(nn.Module):
         return self.sigma * torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
 
 
-_ENGINE_ONLY_KEYS = {
-    "model_name",
-    "engine_name",
-    "ustab_target",
-    "ustab_detach_target",
-    "ustab_frozen_denoiser_checkpoint",
-    "robust_validation_budget",
-    "robust_validation_steps",
-    "robust_validation_seed",
-}
+_NETWORK_KEYS = frozenset(inspect.signature(SmoothedUnrolledNetwork.__init__).parameters) - {"self"}
 
 
 def network_kwargs(kwargs: dict, smoothing: Smoothing, **fixed) -> dict:
-    """Drops the engine-only config keys and fixes the family member's smoothing."""
-    network = {k: v for k, v in kwargs.items() if k not in _ENGINE_ONLY_KEYS}
+    """The config keys that are network arguments (the engine's keys, e.g. the UStab target, are dropped), with
+    the family member's smoothing fixed."""
+    network = {k: v for k, v in kwargs.items() if k in _NETWORK_KEYS}
     return {**network, "smoothing": smoothing, **fixed}
+
+
+def _repeat_batch(tensor: torch.Tensor, times: int) -> torch.Tensor:
+    """``times`` copies of a batch along the batch axis (as :meth:`MultiCoilOperator.repeat` for its tensors)."""
+    return tensor.repeat(times, *([1] * (tensor.ndim - 1)))
 
 
 def _check_inputs(masked_kspace: torch.Tensor, sampling_mask: torch.Tensor, sensitivity_map: torch.Tensor) -> None:
@@ -313,5 +381,3 @@ def _check_inputs(masked_kspace: torch.Tensor, sampling_mask: torch.Tensor, sens
     n, _, h, w, _ = masked_kspace.shape
     if sampling_mask.ndim != 5 or tuple(sampling_mask.shape[2:4]) != (h, w) or sampling_mask.shape[0] not in (1, n):
         raise ValueError(f"sampling_mask must have shape (N, 1, {h}, {w}, 1), got {tuple(sampling_mask.shape)}.")
-    if not torch.isfinite(masked_kspace).all():
-        raise ValueError("masked_kspace contains NaN or Inf values; check the input file and the normalisation.")
