@@ -68,10 +68,14 @@ class MultiCoilOperator:
 
     def repeat(self, times: int) -> "MultiCoilOperator":
         """The operator of a batch repeated ``times`` times along the batch axis (K noise draws at once)."""
-
-        def rep(t: torch.Tensor) -> torch.Tensor:
-            return t.repeat(times, *([1] * (t.ndim - 1)))
-
         return MultiCoilOperator(
-            self.forward_operator, self.backward_operator, rep(self.sensitivity_map), rep(self.sampling_mask)
+            self.forward_operator,
+            self.backward_operator,
+            repeat_batch(self.sensitivity_map, times),
+            repeat_batch(self.sampling_mask, times),
         )
+
+
+def repeat_batch(tensor: torch.Tensor, times: int) -> torch.Tensor:
+    """``times`` copies of a batch along the batch axis, in the order the K noise draws are stacked."""
+    return tensor.repeat(times, *([1] * (tensor.ndim - 1)))

@@ -69,9 +69,11 @@ def assert_denoiser_starts_pretrained(runs: ProjectRuns, project: pathlib.Path) 
     """The fine-tuning model built from the shrunken YAML holds the pre-trained denoiser, not a fresh one."""
     cfg = runs.shrunken(project)
     checkpoint = yaml.safe_load(cfg.read_text())["model"]["denoiser_checkpoint"]
-    pretrained = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
+    pretrained = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
     pretrained = {k.removeprefix("denoiser."): v for k, v in pretrained.items() if k.startswith("denoiser.")}
-    initial = build_model(cfg).denoiser.state_dict()
+    model = build_model(cfg)
+    assert model.load_pretrained_denoiser()  # what UnrolledEngine.train does when `direct train` starts
+    initial = model.denoiser.state_dict()
     assert initial.keys() == pretrained.keys()
     assert [k for k, v in pretrained.items() if not torch.equal(initial[k], v)] == []
 
@@ -102,7 +104,7 @@ def test_project_trains_and_validates(project: pathlib.Path, project_runs: Proje
         run = project_runs.train(project, subprocess_cli=project_name(project) in CLI_PROJECTS)
 
     assert ProjectRuns.checkpoint(run).is_file()
-    checkpoint = torch.load(ProjectRuns.checkpoint(run), map_location="cpu", weights_only=False)
+    checkpoint = torch.load(ProjectRuns.checkpoint(run), map_location="cpu", weights_only=True)
     weights = [v.flatten() for v in checkpoint["model"].values() if v.is_floating_point()]
     assert weights and torch.cat(weights).isfinite().all()
     descriptions = [d["text_description"] for d in yaml.safe_load(project.read_text())["validation"]["datasets"]]

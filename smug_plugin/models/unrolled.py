@@ -21,7 +21,7 @@ from torch import nn
 from smug_plugin.models.data_consistency import OperatorConjGrad
 from smug_plugin.models.denoiser import apply_denoiser, build_denoiser, load_denoiser_state
 from smug_plugin.models.weight_encoder import WeightEncoder
-from smug_plugin.operators import MultiCoilOperator
+from smug_plugin.operators import MultiCoilOperator, repeat_batch
 
 
 class Smoothing(DirectEnum):
@@ -274,7 +274,7 @@ class SmoothedUnrolledNetwork(nn.Module):
             noise = self._noise((draws, *adjoint.shape), generator, adjoint)
             x = (adjoint.unsqueeze(0) + noise).flatten(0, 1)
             rhs_offset = noise.flatten(0, 1)
-            masked_kspace, operator = _repeat_batch(masked_kspace, draws), operator.repeat(draws)
+            masked_kspace, operator = repeat_batch(masked_kspace, draws), operator.repeat(draws)
         fixed_noise = None
         if self.reuse_noise and self.is_randomized and self.smoothing != Smoothing.INPUT:
             fixed_noise = self._noise((draws, *adjoint.shape), generator, adjoint)
@@ -310,7 +310,7 @@ class SmoothedUnrolledNetwork(nn.Module):
         denoised = self.denoise(noisy).unflatten(0, (draws, -1))
         if self.smoothing == Smoothing.STEP:
             solved = self._data_consistency(
-                denoised.flatten(0, 1), _repeat_batch(masked_kspace, draws), operator.repeat(draws), None
+                denoised.flatten(0, 1), repeat_batch(masked_kspace, draws), operator.repeat(draws), None
             )
             return solved.unflatten(0, (draws, -1)).mean(0), denoised
         if self.weight_encoder is not None:
@@ -360,11 +360,6 @@ def network_kwargs(kwargs: dict, smoothing: Smoothing, **fixed) -> dict:
     the family member's smoothing fixed."""
     network = {k: v for k, v in kwargs.items() if k in _NETWORK_KEYS}
     return {**network, "smoothing": smoothing, **fixed}
-
-
-def _repeat_batch(tensor: torch.Tensor, times: int) -> torch.Tensor:
-    """``times`` copies of a batch along the batch axis (as :meth:`MultiCoilOperator.repeat` for its tensors)."""
-    return tensor.repeat(times, *([1] * (tensor.ndim - 1)))
 
 
 def _check_inputs(masked_kspace: torch.Tensor, sampling_mask: torch.Tensor, sensitivity_map: torch.Tensor) -> None:
