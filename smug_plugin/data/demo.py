@@ -149,8 +149,8 @@ def _output_error(output_dir: pathlib.Path, error: OSError) -> OSError:
     """A one-line error for a file-system failure while writing the dataset, naming the path and the fix."""
     where = f" ({error.filename})" if error.filename and str(error.filename) != str(output_dir) else ""
     return OSError(
-        f"cannot write the demo data to {output_dir}: {error.strerror or error}{where}; earlier data there are "
-        "untouched. Choose a writable --output-dir (it is created if missing)."
+        f"cannot write the demo data to {output_dir}: {error.strerror or error}{where}; nothing there was changed. "
+        "Choose a writable --output-dir (it is created if missing)."
     )
 
 
@@ -179,11 +179,17 @@ def check_output_dir(output_dir: pathlib.Path, overwrite: bool) -> None:
     Raises
     ------
     OutputDirError
-        ``output_dir`` is a file, holds anything this command did not write, or holds an earlier run and
+        ``output_dir`` is or lies inside a file, holds anything this command did not write, or holds an earlier run and
         ``overwrite`` is false.
     """
     if output_dir.exists() and not output_dir.is_dir():
         raise OutputDirError(f"--output-dir {output_dir} is a file: choose a folder (it is created if missing).")
+    nearest = next(p for p in output_dir.parents if p.exists())
+    if not nearest.is_dir():
+        raise OutputDirError(
+            f"--output-dir {output_dir} lies inside {nearest}, which is a file: choose a folder (it is created if "
+            "missing)."
+        )
     if not output_dir.is_dir():
         return
     ours, foreign = [], []
