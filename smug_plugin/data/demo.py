@@ -159,7 +159,7 @@ def recover_interrupted_run(output_dir: pathlib.Path) -> None:
 
     A swap moves the earlier data to ``.<name>.previous`` and the staging folder to ``<name>``: if the second
     rename did not happen, the earlier data are put back; if only the deletion of the earlier data did not, it is
-    finished.
+    finished. (So two runs must not write the same folder at once.)
     """
     if not output_dir.parent.is_dir():
         return
