@@ -279,7 +279,8 @@ def swap_in(staging: pathlib.Path, output_dir: pathlib.Path) -> None:
     except BaseException:
         previous.rename(output_dir)
         raise
-    shutil.rmtree(previous)
+    # The new data are in place: a failure to delete the earlier ones is finished by the next run.
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def make_demo_dataset(
