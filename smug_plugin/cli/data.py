@@ -53,7 +53,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=DEFAULTS["noise"],
         help="complex noise std per k-space sample relative to the maximum image intensity",
     )
-    demo.add_argument("--overwrite", action="store_true", help="replace the h5 files of an earlier run")
+    demo.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier run in OUTPUT_DIR once the new data are complete"
+    )
     demo.set_defaults(func=run)
     return data
 
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             noise=args.noise,
             overwrite=args.overwrite,
         )
-    except (ValueError, FileExistsError) as exc:
+    except (ValueError, OSError) as exc:  # the library's messages name the path or option and the fix
         print(f"smug data demo: error: {exc}", file=sys.stderr)
         return 2
 

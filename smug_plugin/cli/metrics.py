@@ -3,6 +3,7 @@
 import json
 import pathlib
 import re
+import sys
 
 METRIC_NAMES = ("fastmri_psnr", "fastmri_ssim", "fastmri_nmse")
 
@@ -19,8 +20,46 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def _volume_means(path: pathlib.Path) -> dict[str, float]:
+    """Mean over volumes of each of ``METRIC_NAMES`` in one ``metrics_val_*.json`` (those it holds)."""
+    try:
+        per_volume = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        detail = f"{error.msg}, line {error.lineno}" if isinstance(error, json.JSONDecodeError) else error.reason
+        raise ValueError(
+            f"{path} is not valid JSON ({detail}): probably cut short by an interrupted validation; delete it (the "
+            "previous iteration is then used) or validate again."
+        ) from error
+    volumes = list(per_volume.values()) if isinstance(per_volume, dict) else []
+    means = {}
+    for metric in METRIC_NAMES:
+        values = [v[f"{metric}_metric"] for v in volumes if isinstance(v, dict) and f"{metric}_metric" in v]
+        if values:
+            means[metric] = sum(values) / len(values)
+    if not means:
+        keys = ", ".join(f"{m}_metric" for m in METRIC_NAMES)
+        raise ValueError(
+            f"{path} holds no per-volume {keys}: not a metrics file of DIRECT's validation, or the YAML's "
+            "validation.metrics lists none of them; add them there or pass another run."
+        )
+    return means
+
+
 def last_validation_metrics(run_dir: pathlib.Path) -> dict[str, dict[str, float]]:
-    """``{dataset: {metric: mean over volumes}}`` of the last validated iteration of a run."""
+    """``{dataset: {metric: mean over volumes}}`` of the last validated iteration of a run.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``run_dir`` does not exist or holds no ``metrics_val_*.json``.
+    ValueError
+        The last metrics file of a dataset is not valid JSON or holds none of ``METRIC_NAMES``.
+    """
+    if not run_dir.is_dir():
+        raise FileNotFoundError(
+            f"{run_dir} is not a folder, so it holds no metrics_val_*.json: has `direct train` validated this run "
+            "yet? Pass the experiment folder given to `direct train`."
+        )
     files = list(run_dir.rglob("metrics_val_*.json"))
     if not files:
         raise FileNotFoundError(f"No metrics_val_*.json under {run_dir}: has `direct train` validated this run yet?")
@@ -32,16 +71,10 @@ def last_validation_metrics(run_dir: pathlib.Path) -> dict[str, dict[str, float]
             iteration = int(match["iteration"])
             if iteration >= latest.get(match["dataset"], (-1, None))[0]:
                 latest[match["dataset"]] = (iteration, path)
-    results = {}
-    for dataset, (iteration, path) in sorted(latest.items()):
-        per_volume = json.loads(path.read_text())
-        means = {}
-        for metric in METRIC_NAMES:
-            values = [v[f"{metric}_metric"] for v in per_volume.values() if f"{metric}_metric" in v]
-            if values:
-                means[metric] = sum(values) / len(values)
-        results[dataset] = {"iteration": iteration, **means}
-    return results
+    return {
+        dataset: {"iteration": iteration, **_volume_means(path)}
+        for dataset, (iteration, path) in sorted(latest.items())
+    }
 
 
 FORMATS = {"fastmri_psnr": "{:.2f}", "fastmri_ssim": "{:.4f}", "fastmri_nmse": "{:.4f}"}
@@ -53,19 +86,19 @@ def _row(name: str, dataset: str, values: dict) -> str:
 
 
 def run(args) -> int:
+    """Print the table; return 2 with one line on stderr (the file, the problem, the fix) on bad input."""
     lines = ["| run | validation set | iteration | PSNR (dB) | SSIM | NMSE |", "|---|---|---|---|---|---|"]
-    for run_dir in args.runs:
-        try:
-            metrics = last_validation_metrics(run_dir)
-        except FileNotFoundError as error:
-            print(f"error: {error}")
-            return 2
-        for dataset, values in metrics.items():
-            lines.append(_row(run_dir.name, dataset, values))
-    if args.zero_filled:
-        from smug_plugin.data.zero_filled import zero_filled_metrics
+    try:
+        for run_dir in args.runs:
+            for dataset, values in last_validation_metrics(run_dir).items():
+                lines.append(_row(run_dir.name, dataset, values))
+        if args.zero_filled:
+            from smug_plugin.data.zero_filled import zero_filled_metrics
 
-        for dataset, values in zero_filled_metrics(*args.zero_filled).items():
-            lines.append(_row("zero-filled", dataset, values))
+            for dataset, values in zero_filled_metrics(*args.zero_filled).items():
+                lines.append(_row("zero-filled", dataset, values))
+    except (OSError, ValueError) as error:
+        print(f"smug metrics: error: {error}", file=sys.stderr)
+        return 2
     print("\n".join(lines))
     return 0

@@ -3,16 +3,23 @@
 Each slab of the bundled asset becomes one volume (one h5 file). Volumes are assigned to ``train/``, ``val/`` and
 ``test/`` as a whole, so no slice of one volume appears in two splits. All randomness comes from generators seeded
 with ``(seed, slab, purpose[, slice])``: the same seed gives byte-identical k-space, whatever the split sizes.
+
+The whole dataset is written into a hidden staging folder beside the output folder and swapped in at the end, so
+an interrupted run leaves the earlier data or the new data, never a mix of both (see :func:`swap_in`).
 """
 
+import contextlib
 import dataclasses
 import json
 import os
 import pathlib
+import shutil
 import time
+from collections.abc import Iterator
 
 import numpy as np
 
+from smug_plugin.atomic import atomic_write_text
 from smug_plugin.data import simulation
 from smug_plugin.data.colin27 import load_colin27
 from smug_plugin.data.fastmri_h5 import ismrmrd_header, write_fastmri_h5
@@ -126,21 +133,154 @@ def simulate_slab(
     return np.stack(kspace)
 
 
-def _prepare_output(output_dir: pathlib.Path, overwrite: bool) -> None:
-    """Create the split folders; refuse to mix with h5 files of an earlier run unless ``overwrite``."""
-    existing = [p for split in SPLITS for p in (output_dir / split).glob("*.h5")]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"{output_dir} already holds {len(existing)} h5 file(s) (e.g. {existing[0]}); DIRECT would train on "
-            "all of them. Choose an empty --output-dir or pass --overwrite."
+class OutputDirError(FileExistsError):
+    """The output folder cannot take the dataset as it is; the message names the path and the fix."""
+
+
+def _staging_prefix(output_dir: pathlib.Path) -> str:
+    return f".{output_dir.name}.partial-"
+
+
+def _previous_dir(output_dir: pathlib.Path) -> pathlib.Path:
+    return output_dir.with_name(f".{output_dir.name}.previous")
+
+
+def _output_error(output_dir: pathlib.Path, error: OSError) -> OSError:
+    """A one-line error for a file-system failure while writing the dataset, naming the path and the fix."""
+    where = f" ({error.filename})" if error.filename and str(error.filename) != str(output_dir) else ""
+    return OSError(
+        f"cannot write the demo data to {output_dir}: {error.strerror or error}{where}; nothing there was changed. "
+        "Choose a writable --output-dir (it is created if missing)."
+    )
+
+
+def recover_interrupted_run(output_dir: pathlib.Path) -> None:
+    """Undo what a killed run left beside ``output_dir``: staging folders, and a swap stopped half-way.
+
+    A swap moves the earlier data to ``.<name>.previous`` and the staging folder to ``<name>``: if the second
+    rename did not happen, the earlier data are put back; if only the deletion of the earlier data did not, it is
+    finished. (So two runs must not write the same folder at once.)
+    """
+    if not output_dir.parent.is_dir():
+        return
+    for staging in output_dir.parent.glob(f"{_staging_prefix(output_dir)}*"):
+        shutil.rmtree(staging)
+    previous = _previous_dir(output_dir)
+    if previous.is_dir():
+        if output_dir.exists():
+            shutil.rmtree(previous)
+        else:
+            previous.rename(output_dir)
+
+
+def check_output_dir(output_dir: pathlib.Path, overwrite: bool) -> None:
+    """Accept a new or empty folder, or one holding only an earlier run of this command (with ``overwrite``).
+
+    Raises
+    ------
+    OutputDirError
+        ``output_dir`` is or lies inside a file, holds anything this command did not write, or holds an earlier run and
+        ``overwrite`` is false.
+    """
+    if output_dir.exists() and not output_dir.is_dir():
+        raise OutputDirError(f"--output-dir {output_dir} is a file: choose a folder (it is created if missing).")
+    nearest = next(p for p in output_dir.parents if p.exists())
+    if not nearest.is_dir():
+        raise OutputDirError(
+            f"--output-dir {output_dir} lies inside {nearest}, which is a file: choose a folder (it is created if "
+            "missing)."
         )
-    foreign = [p for p in existing if not p.name.startswith(FILE_PREFIX)]
+    if not output_dir.is_dir():
+        return
+    ours, foreign = [], []
+    for entry in sorted(output_dir.iterdir()):
+        if entry.name == MANIFEST_NAME and entry.is_file():
+            ours.append(entry)
+        elif entry.name in SPLITS and entry.is_dir():
+            for child in sorted(entry.iterdir()):
+                is_volume = child.name.startswith(FILE_PREFIX) and child.suffix == ".h5" and child.is_file()
+                (ours if is_volume else foreign).append(child)
+        else:
+            foreign.append(entry)
     if foreign:
-        raise FileExistsError(f"{foreign[0]} was not written by this command; refusing to overwrite {output_dir}.")
-    for path in existing:
-        path.unlink()
+        raise OutputDirError(
+            f"{foreign[0]} was not written by `smug data demo`; refusing to replace {output_dir}. Choose a new or "
+            "empty --output-dir."
+        )
+    if ours and not overwrite:
+        volumes = [p for p in ours if p.suffix == ".h5"]
+        raise OutputDirError(
+            f"{output_dir} already holds the demo data of an earlier run ({len(volumes)} h5 file(s)); DIRECT would "
+            "train on all of them. Choose an empty --output-dir or pass --overwrite."
+        )
+
+
+def make_staging_dir(output_dir: pathlib.Path) -> pathlib.Path:
+    """Create the hidden folder beside ``output_dir`` that the dataset is written into (mode from the umask)."""
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = output_dir.with_name(f"{_staging_prefix(output_dir)}{os.getpid()}")
+    staging.mkdir()
     for split in SPLITS:
-        (output_dir / split).mkdir(parents=True, exist_ok=True)
+        (staging / split).mkdir()
+    return staging
+
+
+@contextlib.contextmanager
+def staged_output(output_dir: pathlib.Path, overwrite: bool) -> Iterator[pathlib.Path]:
+    """Yield an empty staging folder (with the split folders) that replaces ``output_dir`` when the block succeeds.
+
+    Parameters
+    ----------
+    output_dir : pathlib.Path
+        The dataset folder: new, empty, or holding an earlier run of this command (replaced only if
+        ``overwrite``). A symlink is followed: the folder it points to is replaced.
+    overwrite : bool
+        Replace an earlier run.
+
+    Raises
+    ------
+    OSError
+        With a one-line message naming the path and the fix (:class:`OutputDirError` for a folder that cannot take
+        the dataset); nothing in ``output_dir`` has changed then.
+    """
+    # The real folder is swapped, and its staging folder sits beside it, on the same file system.
+    target = output_dir.resolve()
+    try:
+        recover_interrupted_run(target)
+        check_output_dir(target, overwrite)
+        staging = make_staging_dir(target)
+    except OutputDirError:
+        raise
+    except OSError as error:
+        raise _output_error(output_dir, error) from error
+    try:
+        yield staging
+        swap_in(staging, target)
+    except OSError as error:
+        raise _output_error(output_dir, error) from error
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # already gone after a successful swap
+
+
+def swap_in(staging: pathlib.Path, output_dir: pathlib.Path) -> None:
+    """Replace ``output_dir`` by the complete ``staging`` folder.
+
+    Two renames: the earlier data to ``.<name>.previous``, the staging folder to ``<name>``. An exception in
+    between puts the earlier data back; a kill in between leaves them in ``.<name>.previous``, which
+    :func:`recover_interrupted_run` puts back on the next run.
+    """
+    if not output_dir.exists():
+        staging.rename(output_dir)
+        return
+    previous = _previous_dir(output_dir)
+    output_dir.rename(previous)
+    try:
+        staging.rename(output_dir)
+    except BaseException:
+        previous.rename(output_dir)
+        raise
+    # The new data are in place: a failure to delete the earlier ones is finished by the next run.
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def make_demo_dataset(
@@ -179,7 +319,7 @@ def make_demo_dataset(
         Complex noise standard deviation per k-space sample relative to the maximum image intensity (1.0) at
         unit coil sensitivity (the ring centre); 0.02 gives an SNR of about 40 in white matter.
     overwrite : bool
-        Replace h5 files of an earlier run in the split folders.
+        Replace the data of an earlier run in ``output_dir`` (only once the new data are complete).
 
     Returns
     -------
@@ -204,51 +344,57 @@ def make_demo_dataset(
         )
     splits = assign_splits(colin.num_slabs, train_volumes, val_volumes, test_volumes)
     output_dir = pathlib.Path(output_dir)
-    _prepare_output(output_dir, overwrite)
+    with staged_output(output_dir, overwrite) as staging:
+        scale = 1.0 / float(colin.images.max())
+        ring_centre_mm = 0.5 * (colin.slice_z_mm.min() + colin.slice_z_mm.max())
+        thickness_mm = float(np.median(np.diff(colin.slice_z_mm[colin.slab(0)])))
+        files: dict[str, list[dict]] = {split: [] for split in SPLITS}
+        for split, slabs in splits.items():
+            for slab in slabs:
+                positions = colin.slab(slab)
+                if slices_per_volume is not None:
+                    first = (len(positions) - slices_per_volume) // 2
+                    positions = positions[first : first + slices_per_volume]
+                kspace = simulate_slab(
+                    colin.images[positions] * scale,
+                    colin.slice_z_mm[positions] - ring_centre_mm,
+                    geometry,
+                    slab=slab,
+                    seed=seed,
+                    num_coils=num_coils,
+                    noise=noise,
+                )
+                name = f"{FILE_PREFIX}{slab:02d}.h5"
+                header = ismrmrd_header(geometry.matrix, geometry.fov_mm, thickness_mm, len(positions), num_coils)
+                source_slices = [int(i) for i in colin.source_slice_index[positions]]
+                write_fastmri_h5(
+                    staging / split / name,
+                    kspace,
+                    header,
+                    acquisition="AXT1",
+                    patient_id=f"colin27-slab{slab:02d}",
+                    extra_attrs={"source": "Colin27 T1 (mricron-data ch2better.nii.gz)", "seed": seed, "noise": noise},
+                )
+                files[split].append(
+                    {
+                        "path": str(output_dir / split / name),
+                        "slab": slab,
+                        "source_slices": source_slices,
+                        "kspace_shape": list(kspace.shape),
+                    }
+                )
 
-    scale = 1.0 / float(colin.images.max())
-    ring_centre_mm = 0.5 * (colin.slice_z_mm.min() + colin.slice_z_mm.max())
-    thickness_mm = float(np.median(np.diff(colin.slice_z_mm[colin.slab(0)])))
-    files: dict[str, list[dict]] = {split: [] for split in SPLITS}
-    for split, slabs in splits.items():
-        for slab in slabs:
-            positions = colin.slab(slab)
-            if slices_per_volume is not None:
-                first = (len(positions) - slices_per_volume) // 2
-                positions = positions[first : first + slices_per_volume]
-            kspace = simulate_slab(
-                colin.images[positions] * scale,
-                colin.slice_z_mm[positions] - ring_centre_mm,
-                geometry,
-                slab=slab,
-                seed=seed,
-                num_coils=num_coils,
-                noise=noise,
-            )
-            path = output_dir / split / f"{FILE_PREFIX}{slab:02d}.h5"
-            header = ismrmrd_header(geometry.matrix, geometry.fov_mm, thickness_mm, len(positions), num_coils)
-            source_slices = [int(i) for i in colin.source_slice_index[positions]]
-            write_fastmri_h5(
-                path,
-                kspace,
-                header,
-                acquisition="AXT1",
-                patient_id=f"colin27-slab{slab:02d}",
-                extra_attrs={"source": "Colin27 T1 (mricron-data ch2better.nii.gz)", "seed": seed, "noise": noise},
-            )
-            files[split].append(
-                {"path": str(path), "slab": slab, "source_slices": source_slices, "kspace_shape": list(kspace.shape)}
-            )
-
-    parameters = {
-        "seed": seed,
-        "num_coils": num_coils,
-        "matrix": list(geometry.matrix),
-        "fov_mm": list(geometry.fov_mm),
-        "spacing_mm": list(geometry.spacing_mm),
-        "fine_shape": list(geometry.fine_shape),
-        "slices_per_volume": slices_per_volume,
-        "noise": noise,
-    }
-    (output_dir / MANIFEST_NAME).write_text(json.dumps({"parameters": parameters, "files": files}, indent=2) + "\n")
+        parameters = {
+            "seed": seed,
+            "num_coils": num_coils,
+            "matrix": list(geometry.matrix),
+            "fov_mm": list(geometry.fov_mm),
+            "spacing_mm": list(geometry.spacing_mm),
+            "fine_shape": list(geometry.fine_shape),
+            "slices_per_volume": slices_per_volume,
+            "noise": noise,
+        }
+        atomic_write_text(
+            staging / MANIFEST_NAME, json.dumps({"parameters": parameters, "files": files}, indent=2) + "\n"
+        )
     return DemoSummary(output_dir, files, parameters, time.perf_counter() - start)

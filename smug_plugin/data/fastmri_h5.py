@@ -5,12 +5,14 @@ A file holds ``kspace`` (slices, coils, H, W) complex64 with the phase-encoding 
 ``acquisition`` and ``patient_id``.
 """
 
-import os
 import pathlib
 import xml.etree.ElementTree as ET
 
 import h5py
 import numpy as np
+
+from smug_plugin.atomic import atomic_path
+from smug_plugin.data.fourier import ifft2c
 
 ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
 
@@ -88,9 +90,7 @@ def ismrmrd_header(
 
 def rss_from_kspace(kspace: np.ndarray) -> np.ndarray:
     """Root-sum-of-squares image of centred multi-coil k-space (..., coils, H, W), orthonormal inverse FFT."""
-    axes = (-2, -1)
-    images = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(kspace, axes=axes), norm="ortho"), axes=axes)
-    return np.sqrt((np.abs(images) ** 2).sum(axis=-3))
+    return np.sqrt((np.abs(ifft2c(kspace)) ** 2).sum(axis=-3))
 
 
 def write_fastmri_h5(
@@ -102,7 +102,7 @@ def write_fastmri_h5(
     patient_id: str,
     extra_attrs: dict[str, object] | None = None,
 ) -> None:
-    """Write one volume atomically: to a temporary name in the same folder, then renamed.
+    """Write one volume atomically (:func:`smug_plugin.atomic.atomic_path`), with the mode the umask gives.
 
     A run that fails half-way thus leaves no truncated file that a later training run would pick up.
 
@@ -123,19 +123,14 @@ def write_fastmri_h5(
         raise ValueError(f"kspace must be complex (slices, coils, H, W), got {kspace.dtype} {kspace.shape}.")
     kspace = kspace.astype(np.complex64)
     target = rss_from_kspace(kspace).astype(np.float32)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as handle:
-            # One slice per chunk: DIRECT reads slice by slice.
-            handle.create_dataset("kspace", data=kspace, chunks=(1, *kspace.shape[1:]))
-            handle.create_dataset("reconstruction_rss", data=target)
-            handle.create_dataset("ismrmrd_header", data=header)
-            handle.attrs["max"] = float(target.max())
-            handle.attrs["norm"] = float(np.linalg.norm(target))
-            handle.attrs["acquisition"] = acquisition
-            handle.attrs["patient_id"] = patient_id
-            for key, value in (extra_attrs or {}).items():
-                handle.attrs[key] = value
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as handle:
+        # One slice per chunk: DIRECT reads slice by slice.
+        handle.create_dataset("kspace", data=kspace, chunks=(1, *kspace.shape[1:]))
+        handle.create_dataset("reconstruction_rss", data=target)
+        handle.create_dataset("ismrmrd_header", data=header)
+        handle.attrs["max"] = float(target.max())
+        handle.attrs["norm"] = float(np.linalg.norm(target))
+        handle.attrs["acquisition"] = acquisition
+        handle.attrs["patient_id"] = patient_id
+        for key, value in (extra_attrs or {}).items():
+            handle.attrs[key] = value

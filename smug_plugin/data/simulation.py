@@ -7,13 +7,16 @@ finite k-space window of a continuous object. The data are therefore not produce
 (mask . FFT . S on the target grid) that reconstructs them, which avoids the "inverse crime". Complex Gaussian
 noise is added last, in k-space.
 
-All FFTs are centred and orthonormal, like DIRECT's ``fft2``/``ifft2``: image axes (rows, columns) = (H, W), the
-last axis W is the phase-encoding direction (patient left-right for the bundled axial slices).
+All FFTs are centred and orthonormal like DIRECT's ``fft2``/``ifft2`` (:mod:`smug_plugin.data.fourier`): image axes
+(rows, columns) = (H, W), the last axis W is the phase-encoding direction (patient left-right for the bundled axial
+slices).
 """
 
 import dataclasses
 
 import numpy as np
+
+from smug_plugin.data.fourier import fft2c
 
 # Corner order (tangent sign, z sign) that walks once around a rectangular loop.
 LOOP_CORNERS = ((-1, -1), (1, -1), (1, 1), (-1, 1))
@@ -220,18 +223,6 @@ def coil_sensitivities(
 
     maps /= np.sqrt((np.abs(maps[:, -1]) ** 2).sum())
     return maps[:, :-1].reshape(num_coils, *shape)
-
-
-def fft2c(image: np.ndarray) -> np.ndarray:
-    """Centred orthonormal 2D FFT over the last two axes (DIRECT's ``fft2`` convention)."""
-    axes = (-2, -1)
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(image, axes=axes), norm="ortho"), axes=axes)
-
-
-def ifft2c(kspace: np.ndarray) -> np.ndarray:
-    """Centred orthonormal inverse 2D FFT over the last two axes (DIRECT's ``ifft2`` convention)."""
-    axes = (-2, -1)
-    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(kspace, axes=axes), norm="ortho"), axes=axes)
 
 
 def crop_kspace(kspace: np.ndarray, matrix: tuple[int, int]) -> np.ndarray:
