@@ -6,6 +6,8 @@ Every unroll applies the shared denoiser ``D`` and then the data-consistency (DC
 ``(A^H A + lambda I) x = A^H y + lambda z`` with DIRECT's conjugate gradient, ``A = M F S``.
 """
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -161,6 +163,49 @@ class SmoothedUnrolledNetwork(nn.Module):
     def is_randomized(self) -> bool:
         """True when the forward pass draws noise (smoothing with sigma > 0)."""
         return self.smoothing != Smoothing.NONE and self.sigma > 0
+
+    # TEMP: stand-in for the models branch (test_time / supported_test_time_settings); dropped at merge.
+    def supported_test_time_settings(self) -> frozenset[str]:
+        """Names of the settings :meth:`test_time` accepts for this member of the family."""
+        smoothing = {"sigma", "num_samples"} if self.is_smoothed else set()
+        return frozenset({"num_steps", "noise_seed", *smoothing})
+
+    @contextlib.contextmanager
+    def test_time(
+        self,
+        num_steps: int | None = None,
+        sigma: float | None = None,
+        num_samples: int | None = None,
+        noise_seed: int | None = None,
+    ) -> Iterator[None]:
+        """Validate, apply and afterwards restore test-time settings (None keeps the configured value)."""
+        wanted = {
+            k: v
+            for k, v in {
+                "num_steps": num_steps,
+                "sigma": sigma,
+                "num_samples": num_samples,
+                "noise_seed": noise_seed,
+            }.items()
+            if v is not None
+        }
+        unsupported = sorted(set(wanted) - self.supported_test_time_settings())
+        if unsupported:
+            raise ValueError(f"{type(self).__name__} has no test-time setting {', '.join(unsupported)}.")
+        if "num_steps" in wanted and (int(num_steps) != num_steps or num_steps < 1):
+            raise ValueError(f"num_steps must be a positive integer, got {num_steps}.")
+        if "num_samples" in wanted and (int(num_samples) != num_samples or num_samples < 1):
+            raise ValueError(f"num_samples (K) must be a positive integer, got {num_samples}.")
+        if "sigma" in wanted:
+            _positive("sigma", sigma, allow_zero=True)
+        old = {k: getattr(self, k) for k in wanted}
+        try:
+            for k, v in wanted.items():
+                setattr(self, k, v)
+            yield
+        finally:
+            for k, v in old.items():
+                setattr(self, k, v)
 
     def forward(
         self,
