@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--eot-repeats", type=int, default=1, help="timed repeats of the (long) EOT PGD")
     parser.add_argument("--varnet-layers", type=int, default=4, help="VarNet cascades")
     parser.add_argument("--varnet-filters", type=int, default=18, help="VarNet regulariser filters")
+    parser.add_argument("--varnet-pull-layers", type=int, default=1, help="VarNet regulariser U-Net depth")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -114,7 +115,11 @@ def main() -> None:
         for name in names:
             if name == "varnet":
                 cfg = demo_config(
-                    name, root, num_layers=args.varnet_layers, regularizer_num_filters=args.varnet_filters
+                    name,
+                    root,
+                    num_layers=args.varnet_layers,
+                    regularizer_num_filters=args.varnet_filters,
+                    regularizer_num_pull_layers=args.varnet_pull_layers,
                 )
                 label = f"VarNet (DIRECT, {args.varnet_layers} cascades, {args.varnet_filters} filters)"
             else:

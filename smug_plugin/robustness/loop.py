@@ -5,7 +5,6 @@ an attack object called the same way for every model. Seeds are derived from (ru
 from the order of work, so a resumed run gives the same numbers as an uninterrupted one.
 """
 
-import logging
 import pathlib
 import time
 from collections import defaultdict
@@ -24,8 +23,6 @@ from smug_plugin.robustness.reconstructors import (
     UnsupportedSettings,
 )
 from smug_plugin.robustness.records import PANELS, RecordStore, save_panels
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,6 +43,7 @@ def clean_seed(condition: Condition, base: int, batch_key: str) -> int:
 
     The clean reconstruction is shared by all conditions of a batch (and cached); its seed is that of a condition
     named ``clean/<perturbation>``, i.e. it depends on the perturbation of the condition that computes it first.
+    Kept as in earlier versions so that their numbers can be reproduced; a separate change makes it independent.
     """
     return Condition("clean", condition.perturbation).seed(base, batch_key)
 
