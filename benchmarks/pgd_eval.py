@@ -5,10 +5,11 @@ perturbed reconstruction to the target, k-space attack on the sampled entries), 
 forward+backward pass to the input (the unit of an attack step) and the ratio PGD step / forward+backward. For SMUG
 also the EOT variant (gradient averaged over several noise draws per step).
 
-Models are built from the demo YAMLs ``projects/demo/{modl,smug}.yaml`` (96 x 80, 8 coils, 5 unrolls, CG 8, DIDN 16
-channels x 1 block, SMUG K = 4, sigma 0.01) with ``denoiser_checkpoint: null`` and freshly initialised weights saved as
-a DIRECT checkpoint; VarNet from the robustness test fixtures. Data: one test volume of the demo simulator
-(``smug_plugin.data.demo.make_demo_dataset``), the same slices for every model.
+Models are built from the demo YAMLs ``projects/demo/{modl,smug,varnet}.yaml`` (96 x 80, 8 coils, 5 unrolls, CG 8,
+DIDN 16 channels x 1 block, SMUG K = 4, sigma 0.01; VarNet with the cascades and filters given here) with
+``denoiser_checkpoint: null`` and freshly initialised weights saved as a DIRECT checkpoint. Data: one test volume of
+the demo simulator (``smug_plugin.data.demo.make_demo_dataset``), the same slices for every model. The attack is
+``smug evaluate``'s PGD object with its objective.
 
     python benchmarks/pgd_eval.py --threads 1
     python benchmarks/pgd_eval.py --device cuda --repeats 5
@@ -43,12 +44,14 @@ def timed(fn, repeats: int, device: str) -> float:
     return statistics.median(times)
 
 
-def demo_config(name: str, root: pathlib.Path) -> pathlib.Path:
-    """Copy of ``projects/demo/<name>.yaml`` without the pre-trained denoiser (fresh weights)."""
+def demo_config(name: str, root: pathlib.Path, **model_overrides) -> pathlib.Path:
+    """Copy of ``projects/demo/<name>.yaml`` without a pre-trained denoiser (fresh weights), with overrides."""
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(REPO / "projects" / "demo" / f"{name}.yaml")
-    cfg.model.denoiser_checkpoint = None
+    if "denoiser_checkpoint" in cfg.model:
+        cfg.model.denoiser_checkpoint = None
+    cfg.model.update(model_overrides)
     path = root / name / "config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, path)
@@ -61,11 +64,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="slices per batch (one demo volume)")
     parser.add_argument("--steps", type=int, default=10, help="PGD steps")
     parser.add_argument("--eot", type=int, default=8, help="noise draws per step of SMUG's EOT variant (0: skip)")
-    parser.add_argument("--budget", type=float, default=0.02, help="relative l_inf budget")
+    parser.add_argument("--budget", type=float, default=0.02, help="absolute l_inf budget (normalised k-space)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median) after one warm-up")
     parser.add_argument("--eot-repeats", type=int, default=1, help="timed repeats of the (long) EOT PGD")
     parser.add_argument("--varnet-layers", type=int, default=4, help="VarNet cascades")
     parser.add_argument("--varnet-filters", type=int, default=18, help="VarNet regulariser filters")
+    parser.add_argument("--varnet-pull-layers", type=int, default=1, help="VarNet regulariser U-Net depth")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -73,14 +77,14 @@ def main() -> None:
     logging.disable(logging.WARNING)  # DIRECT logs every config (and a notice) once per model
     names = [m.strip() for m in args.models.split(",") if m.strip()]
 
-    sys.path.insert(0, str(REPO / "tests"))
-    import robustness_fixtures as fx
-
     from smug_plugin.data.demo import make_demo_dataset
-    from smug_plugin.robustness.budgets import Budget
-    from smug_plugin.robustness.loading import ModelSpec, build_dataset, iterate_batches, load_batch, load_model
-    from smug_plugin.robustness.perturbations import PGDSettings, pgd
-    from smug_plugin.robustness.report import cpu_model
+    from smug_plugin.provenance import cpu_model
+    from smug_plugin.robustness.attacks import Budget, Targets
+    from smug_plugin.robustness.attacks.objective import reconstruction_error
+    from smug_plugin.robustness.attacks.pgd import PGD
+    from smug_plugin.robustness.batches import build_dataset, iterate_batches, load_batch
+    from smug_plugin.robustness.checkpoints import ModelSpec, load_reconstructor, save_fresh_checkpoint
+    from smug_plugin.robustness.reconstructors import ConfiguredModel
 
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"command: python benchmarks/pgd_eval.py {' '.join(sys.argv[1:])}".rstrip())
@@ -91,7 +95,7 @@ def main() -> None:
         f"device {args.device} ({device_name})"
     )
     print(
-        f"PGD: l_inf, budget {args.budget} (relative), {args.steps} steps, step eps/3, random start, keep best; "
+        f"PGD: l_inf, budget {args.budget} (absolute), {args.steps} steps, step eps/3, random start, keep best; "
         f"1 warm-up + median of {args.repeats} (EOT: {args.eot_repeats})"
     )
 
@@ -110,30 +114,31 @@ def main() -> None:
         data = root / "data" / "test"
         for name in names:
             if name == "varnet":
-                cfg = fx.write_direct_yaml(
-                    root / name / "config.yaml",
-                    "varnet",
+                cfg = demo_config(
+                    name,
+                    root,
                     num_layers=args.varnet_layers,
                     regularizer_num_filters=args.varnet_filters,
+                    regularizer_num_pull_layers=args.varnet_pull_layers,
                 )
                 label = f"VarNet (DIRECT, {args.varnet_layers} cascades, {args.varnet_filters} filters)"
             else:
                 cfg = demo_config(name, root)
                 label = {"modl": "MoDL", "smug": "SMUG"}[name]
-            ckpt = fx.save_fresh_checkpoint(cfg, root / name)
-            model = load_model(ModelSpec(name, cfg, ckpt), args.device, root / name / "logs")
+            ckpt = save_fresh_checkpoint(cfg, root / name)
+            reconstructor = load_reconstructor(ModelSpec(name, cfg, ckpt), args.device, root / name / "logs")
             if name == "smug":
-                label += f" (K={model.module.num_samples}, sigma={model.module.sigma})"
-            params = sum(p.numel() for p in model.module.parameters())
-            dataset = build_dataset(model, data, None, None)
-            _, indices = next(iterate_batches(model, dataset, args.batch_size, None))
+                label += f" (K={reconstructor.cfg.model.num_samples}, sigma={reconstructor.cfg.model.sigma})"
+            params = reconstructor.describe()["parameters"]
+            dataset = build_dataset(reconstructor, data, None, None)
+            _, indices = next(iterate_batches(reconstructor, dataset, args.batch_size, None))
             batch = load_batch(dataset, indices, args.device)
             target = batch["target"]
+            model = ConfiguredModel(reconstructor)
             n = len(indices)
 
             def objective(delta, draw, model=model, batch=batch, target=target):
-                out = model.reconstruct(batch, delta, noise_seed=1 + draw)
-                return ((out - target) ** 2).flatten(1).mean(1)
+                return reconstruction_error(model.reconstruct(batch, delta, noise_seed=1 + draw), target)
 
             # One forward+backward pass to the input (as in an attack step, no parameter gradients): the unit of cost.
             def fwd_bwd(objective=objective, batch=batch):
@@ -141,12 +146,8 @@ def main() -> None:
                 with torch.enable_grad():
                     torch.autograd.grad(objective(delta, 0).sum(), delta)
 
-            eps = Budget(args.budget).resolve(batch["masked_kspace"], batch["sampling_mask"])
-
-            def attack(eot, objective=objective, batch=batch, eps=eps):
-                settings = PGDSettings(steps=args.steps, eot_samples=eot)
-                gen = torch.Generator(device=batch["masked_kspace"].device).manual_seed(0)
-                pgd(objective, batch["masked_kspace"].shape, batch["sampling_mask"], eps, settings, gen)
+            def attack(eot, model=model, batch=batch, target=target):
+                PGD(budget=Budget(args.budget), steps=args.steps, eot_samples=eot)(model, batch, Targets(target), 0)
 
             def fwd(objective=objective, batch=batch):
                 with torch.no_grad():

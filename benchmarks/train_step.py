@@ -142,7 +142,7 @@ def worker(args: argparse.Namespace) -> None:
 def machine_description(args: argparse.Namespace) -> list[str]:
     import torch
 
-    from smug_plugin.robustness.report import cpu_model
+    from smug_plugin.provenance import cpu_model
 
     cpu = cpu_model()
     lines = [

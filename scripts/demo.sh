@@ -48,12 +48,12 @@ for name in didn_pretrain modl smug; do train "$name"; done
 banner "3/4 validation metrics (4x, validation split)"
 "$BIN/smug" metrics "$RUNS/modl" "$RUNS/smug" --zero-filled projects/demo/modl.yaml "$DATA/val"
 
-banner "4/4 robustness of MoDL and SMUG on 4 test slices (configs/robustness/paper.yaml; make reproduce does all)"
+banner "4/4 robustness of MoDL and SMUG on 4 test slices (protocol paper; make reproduce does all)"
 checkpoint() { echo "$RUNS/$1/$1/model_$(cat "$RUNS/$1/$1/last_model.txt").pt"; }
 "$BIN/smug" evaluate \
   --model "MoDL=projects/demo/modl.yaml:$(checkpoint modl)" \
   --model "SMUG=projects/demo/smug.yaml:$(checkpoint smug)" \
-  --reference MoDL --protocol configs/robustness/paper.yaml --data-root "$DATA/test" \
+  --reference MoDL --protocol paper --data-root "$DATA/test" \
   --output-dir "$RUNS/robustness" --max-slices 4 --resume
 echo
 cat "$RUNS/robustness/robustness.md"

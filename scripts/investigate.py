@@ -3,8 +3,8 @@
     python scripts/investigate.py {test-sigma,draws,training-length,training-sigma,all}
 
 test-sigma: the study's MoDL and SMUG (every lambda_l candidate) under the journal's PGD with the smoothing sigma
-    raised at test time (configs/robustness/sigma_investigation.yaml -> investigation_sigma/).
-draws: the same with K = 1, 4, 10 noise draws (configs/robustness/samples_investigation.yaml ->
+    raised at test time (the shipped protocol sigma_investigation -> investigation_sigma/).
+draws: the same with K = 1, 4, 10 noise draws (the shipped protocol samples_investigation ->
     investigation_samples/).
 training-length: continues the study's MoDL and SMUG (the lambda_l `make reproduce` chose) from their 400-iteration
     checkpoints to `--iterations` (the learning rate is constant, so resuming equals training longer from the
@@ -12,7 +12,7 @@ training-length: continues the study's MoDL and SMUG (the lambda_l `make reprodu
 training-sigma: fine-tunes SMUG from the study's pre-trained denoiser with a larger smoothing sigma (in training and at
     test time), 400 iterations as in the study, and evaluates it next to the study's MoDL and SMUG (sigma 0.01).
 
-The training investigations evaluate with configs/robustness/training_investigation.yaml (clean, the journal's PGD
+The training investigations evaluate with the shipped protocol training_investigation (clean, the journal's PGD
 and the adaptive EOT attack) and write investigation_training_{length,sigma}/, with their derived configs. Every
 investigation writes its robustness tables and steps.json (commands, wall-clock) under results/demo/. They need a
 finished `make reproduce` and resume like it.
@@ -33,7 +33,7 @@ from reproduce import BIN, JOBS, ROOT, SEED, direct_train_command, run_logged
 RESULTS = ROOT / "results" / "demo"
 STUDY_RUNS = ROOT / "runs" / "reproduce"
 RUNS = ROOT / "runs" / "investigations"
-TRAINING_PROTOCOL = "configs/robustness/training_investigation.yaml"
+TRAINING_PROTOCOL = "training_investigation"
 CHECKPOINT_EVERY = 400
 
 
@@ -126,12 +126,12 @@ def study_model(name: str) -> str:
 def sigma_at_test_time(smug: str, candidates: list[str]) -> None:
     models = {"MoDL": study_model("modl"), "SMUG": study_model(smug)}
     models |= {f"SMUG lambda_l {c}": study_model(f"smug_lambda{c}") for c in candidates if f"smug_lambda{c}" != smug}
-    train_and_evaluate(RESULTS / "investigation_sigma", [], models, "configs/robustness/sigma_investigation.yaml")
+    train_and_evaluate(RESULTS / "investigation_sigma", [], models, "sigma_investigation")
 
 
 def draws(smug: str) -> None:
     models = {"MoDL": study_model("modl"), "SMUG": study_model(smug)}
-    train_and_evaluate(RESULTS / "investigation_samples", [], models, "configs/robustness/samples_investigation.yaml")
+    train_and_evaluate(RESULTS / "investigation_samples", [], models, "samples_investigation")
 
 
 def training_length(smug: str, iterations: int) -> None:

@@ -7,7 +7,7 @@
    native EndToEndVarNet and RIM on the same data and masks (`direct train`, two runs at a time: DIRECT pins one
    thread per run);
 3. choose lambda_l on the validation split (never the test split), then fine-tune Weighted SMUG with it;
-4. evaluate every model on the test split with configs/robustness/reproduce.yaml (`smug evaluate`);
+4. evaluate every model on the test split with the shipped protocol `reproduce` (`smug evaluate`);
 5. write results/demo/: the robustness table and figures, the study log (commands, seeds, versions, wall-clock).
 
 Every step is skipped when its outputs exist (a finished training leaves `.complete` with its wall-clock), and an
@@ -135,7 +135,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=JOBS, help="trainings run at once")
     parser.add_argument("--runs", type=pathlib.Path, default=ROOT / "runs" / "reproduce")
     parser.add_argument("--results", type=pathlib.Path, default=ROOT / "results" / "demo")
-    parser.add_argument("--protocol", default="configs/robustness/reproduce.yaml")
+    parser.add_argument("--protocol", default="reproduce", help="shipped protocol name or protocol YAML")
     args = parser.parse_args()
     runs, results = args.runs.resolve(), args.results.resolve()
     runs.mkdir(parents=True, exist_ok=True)
@@ -209,7 +209,7 @@ def main() -> int:
 
 
 def machine() -> str:
-    from smug_plugin.robustness.report import cpu_model
+    from smug_plugin.provenance import cpu_model
 
     cpu = cpu_model()
     return f"{platform.machine()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"

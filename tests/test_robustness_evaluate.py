@@ -7,13 +7,13 @@ import shutil
 
 import pytest
 import torch
-from conftest import REPO_ROOT
 from robustness_fixtures import make_setup
 
 from smug_plugin.cli.main import main
-from smug_plugin.robustness.budgets import Budget
+from smug_plugin.robustness.attacks import Budget
+from smug_plugin.robustness.protocol import shipped_protocols
 
-SMOKE = pathlib.Path(__file__).resolve().parents[1] / "configs" / "robustness" / "smoke.yaml"
+SMOKE = "smoke"
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def setup(tmp_path_factory):
     return make_setup(tmp_path_factory.mktemp("robustness"))
 
 
-def _run(setup, out: pathlib.Path, *extra: str, protocol: pathlib.Path = SMOKE, specs=None) -> int:
+def _run(setup, out: pathlib.Path, *extra: str, protocol: str | pathlib.Path = SMOKE, specs=None) -> int:
     models = sum([["--model", m] for m in (specs or setup["specs"])], [])
     args = ["evaluate", *models, "--protocol", str(protocol), "--data-root", str(setup["data"])]
     return main([*args, "--output-dir", str(out), "--batch-size", "2", "--max-slices", "4", "--no-progress", *extra])
@@ -103,7 +103,7 @@ def test_resume_completes_an_interrupted_run(setup, full_run, tmp_path):
 
 
 def test_transferred_perturbation_is_applied_unchanged(setup, tmp_path, monkeypatch):
-    from smug_plugin.robustness.loading import LoadedModel
+    from smug_plugin.robustness.reconstructors import NativeReconstructor
 
     protocol = tmp_path / "transfer.yaml"
     protocol.write_text(
@@ -112,14 +112,14 @@ def test_transferred_perturbation_is_applied_unchanged(setup, tmp_path, monkeypa
         "  - {name: pgd_from_varnet, kind: pgd, budget: 0.05, steps: 2, transfer_from: varnet}\n"
     )
     applied: dict[str, list[torch.Tensor]] = {}
-    original = LoadedModel.reconstruct
+    original = NativeReconstructor.reconstruct
 
-    def spy(self, batch, kspace_delta=None, noise_seed=None):
+    def spy(self, batch, kspace_delta, settings):
         if kspace_delta is not None and not torch.is_grad_enabled():
             applied.setdefault(self.name, []).append(kspace_delta.clone())
-        return original(self, batch, kspace_delta, noise_seed)
+        return original(self, batch, kspace_delta, settings)
 
-    monkeypatch.setattr(LoadedModel, "reconstruct", spy)
+    monkeypatch.setattr(NativeReconstructor, "reconstruct", spy)
     assert _run(setup, tmp_path / "out", protocol=protocol) == 0
     # The final evaluation of each model (last no-grad call per batch) gets the source's delta, bit for bit.
     varnet_final = applied["varnet"][-1]
@@ -186,9 +186,10 @@ def test_missing_checkpoint_gives_clear_error(setup, tmp_path, capsys):
 
 
 def test_nan_kspace_is_refused(setup):
-    from smug_plugin.robustness.loading import ModelSpec, build_dataset, iterate_batches, load_batch, load_model
+    from smug_plugin.robustness.batches import build_dataset, iterate_batches, load_batch
+    from smug_plugin.robustness.checkpoints import ModelSpec, load_reconstructor
 
-    model = load_model(ModelSpec.parse(setup["specs"][0]), "cpu", setup["data"].parent / "logs")
+    model = load_reconstructor(ModelSpec.parse(setup["specs"][0]), "cpu", setup["data"].parent / "logs")
     dataset = build_dataset(model, setup["data"], None, None)
     _, indices = next(iterate_batches(model, dataset, 2, None))
     batch = load_batch(dataset, indices, "cpu")
@@ -206,58 +207,46 @@ def test_nan_kspace_is_refused(setup):
         load_batch(Poisoned(), indices, "cpu")
 
 
-class _ToyRandomized(torch.nn.Module):
-    """Stands in for a smoothed plugin model: output noise drawn from a generator seeded by `noise_seed`."""
-
-    def __init__(self):
-        super().__init__()
-        self.noise_seed, self.sigma, self.num_samples, self.seeds = 0, 0.1, 2, []
-
-    @property
-    def is_randomized(self) -> bool:
-        return True
-
-
-class _ToyLoaded:
-    """The slice of the LoadedModel interface the attack uses, on a linear zero-filled reconstruction."""
+class _ToyRandomized:
+    """Stands in for a smoothed model under the attack: a linear zero-filled reconstruction plus output noise
+    drawn from a generator seeded by the noise seed of each call."""
 
     name = "toy"
+    is_randomized = True
+    sigma = 0.1
 
     def __init__(self):
-        self.module = _ToyRandomized()
-        self.is_randomized = True
+        self.seeds = []
 
     def reconstruct(self, batch, kspace_delta=None, noise_seed=None):
-        self.module.seeds.append(noise_seed)
+        self.seeds.append(noise_seed)
         y = batch["masked_kspace"] + (0 if kspace_delta is None else kspace_delta)
         g = torch.Generator().manual_seed(noise_seed)
-        return y.sum(dim=(1, 4)) + self.module.sigma * torch.randn(y.shape[0], *y.shape[2:4], generator=g)
+        return y.sum(dim=(1, 4)) + self.sigma * torch.randn(y.shape[0], *y.shape[2:4], generator=g)
 
 
 @pytest.mark.parametrize("eot", [1, 4])
 def test_attack_draws_fresh_noise_per_step_or_per_eot_sample(eot):
-    from smug_plugin.robustness.evaluate import Evaluator
-    from smug_plugin.robustness.protocol import PerturbationSpec
+    from smug_plugin.robustness.attacks import Targets
+    from smug_plugin.robustness.attacks.pgd import PGD
 
-    toy = _ToyLoaded()
+    toy = _ToyRandomized()
     mask = torch.ones(2, 1, 4, 3, 1, dtype=torch.bool)
     batch = {"masked_kspace": torch.randn(2, 2, 4, 3, 2), "sampling_mask": mask}
-    spec = PerturbationSpec("pgd", "pgd", Budget(0.1), steps=3, eot_samples=eot)
-    evaluator = Evaluator.__new__(Evaluator)
-    evaluator.timings = {"attack_s": 0.0}
-    delta, facts = evaluator.perturbation_for(toy, spec, batch, seed=100, target=torch.zeros(2, 4, 3))
-    seeds = toy.module.seeds
+    attack = PGD(budget=Budget(0.1), steps=3, eot_samples=eot)
+    delta = attack(toy, batch, Targets(torch.zeros(2, 4, 3)), seed=100).kspace_delta
+    seeds = toy.seeds
     # steps x eot gradient draws plus eot draws scoring the final iterate, all distinct.
     assert len(seeds) == (3 + 1) * eot and len(set(seeds)) == len(seeds)
     assert delta.abs().max() <= 0.1 + 1e-6
 
 
-@pytest.mark.parametrize("path", sorted((REPO_ROOT / "configs" / "robustness").glob("*.yaml")), ids=lambda p: p.stem)
-def test_shipped_protocols_load(path):
+@pytest.mark.parametrize("name", sorted(shipped_protocols()))
+def test_shipped_protocols_load(name):
     from smug_plugin.robustness.protocol import load_protocol
 
-    protocol = load_protocol(path)
-    assert protocol.conditions(), f"{path} defines no condition to evaluate"
+    protocol = load_protocol(name)
+    assert protocol.conditions(), f"protocol '{name}' defines no condition to evaluate"
 
 
 def test_table_shows_mean_std_and_paired_difference(full_run):

@@ -1,17 +1,12 @@
-"""Unit tests of budgets and PGD / noise perturbations on toy reconstructions (no DIRECT engine needed)."""
+"""Unit tests of budgets, the ball, the PGD ascent and matched noise on toy reconstructions (no DIRECT engine)."""
 
 import pytest
 import torch
 
-from smug_plugin.robustness.budgets import Budget, BudgetConvention, NormType
-from smug_plugin.robustness.perturbations import (
-    ImageToKspace,
-    PGDSettings,
-    estimate_gradient,
-    gaussian_matched,
-    pgd,
-    project,
-)
+from smug_plugin.robustness.attacks.ball import project
+from smug_plugin.robustness.attacks.budgets import Budget, BudgetConvention, NormType
+from smug_plugin.robustness.attacks.gaussian import matched_noise
+from smug_plugin.robustness.attacks.pgd import estimate_gradient, projected_gradient_ascent
 
 B, C, H, W = 3, 2, 8, 6
 
@@ -55,7 +50,7 @@ def _problem(noise: float = 0.0):
 def test_pgd_stays_in_ball_and_on_acquired_entries(norm):
     y, mask, objective = _problem()
     eps = torch.tensor([0.05, 0.1, 0.2])
-    res = pgd(objective, y.shape, mask, eps, PGDSettings(norm=norm, steps=5), torch.Generator().manual_seed(0))
+    res = projected_gradient_ascent(objective, y.shape, mask, eps, norm, torch.Generator().manual_seed(0), steps=5)
     delta = res.kspace_delta
     assert torch.all(delta[~mask.expand_as(delta)] == 0)
     assert delta.abs().sum() > 0
@@ -80,8 +75,8 @@ def test_projection_is_idempotent_and_clips():
 def test_pgd_hurts_more_than_matched_gaussian_noise():
     y, mask, objective = _problem()
     eps = torch.full((B,), 0.05)
-    res = pgd(objective, y.shape, mask, eps, PGDSettings(steps=10), torch.Generator().manual_seed(0))
-    noise = gaussian_matched(y.shape, eps, NormType.LINF, mask, torch.Generator().manual_seed(0))
+    res = projected_gradient_ascent(objective, y.shape, mask, eps, NormType.LINF, torch.Generator().manual_seed(0))
+    noise = matched_noise(y.shape, eps, NormType.LINF, mask, torch.Generator().manual_seed(0))
     # The noise has the energy of the ball's vertex, at least that of the attack.
     vertex = 0.05 * mask.expand_as(y).flatten(1).sum(1).sqrt()
     assert torch.allclose(noise.flatten(1).norm(dim=1), vertex, rtol=1e-4)
@@ -95,7 +90,8 @@ def test_more_steps_never_weaker_on_deterministic_model():
     eps = torch.full((B,), 0.05)
     previous = None
     for steps in (1, 3, 5, 10):
-        res = pgd(objective, y.shape, mask, eps, PGDSettings(steps=steps), torch.Generator().manual_seed(7))
+        generator = torch.Generator().manual_seed(7)
+        res = projected_gradient_ascent(objective, y.shape, mask, eps, NormType.LINF, generator, steps=steps)
         # The reported objective is the one of the returned perturbation.
         assert torch.allclose(objective(res.kspace_delta, 0), res.objective, rtol=1e-5)
         if previous is not None:
@@ -106,8 +102,12 @@ def test_more_steps_never_weaker_on_deterministic_model():
 def test_same_seed_same_attack():
     y, mask, objective = _problem()
     eps = torch.full((B,), 0.05)
-    a = pgd(objective, y.shape, mask, eps, PGDSettings(steps=3), torch.Generator().manual_seed(3))
-    b = pgd(objective, y.shape, mask, eps, PGDSettings(steps=3), torch.Generator().manual_seed(3))
+    a = projected_gradient_ascent(
+        objective, y.shape, mask, eps, NormType.LINF, torch.Generator().manual_seed(3), steps=3
+    )
+    b = projected_gradient_ascent(
+        objective, y.shape, mask, eps, NormType.LINF, torch.Generator().manual_seed(3), steps=3
+    )
     assert torch.equal(a.kspace_delta, b.kspace_delta)
 
 
@@ -152,14 +152,23 @@ def test_unknown_budget_convention_is_rejected():
 def test_image_domain_lift_is_linear_and_masked():
     from direct.data.transforms import fft2, ifft2
 
+    from smug_plugin.operators import MultiCoilOperator
+    from smug_plugin.robustness.attacks.domain import AttackDomain, perturbed_signal
+
     mask = _mask()
     sens = torch.randn(B, C, H, W, 2)
-    lift = ImageToKspace(sens, mask, fft2)
+    y = torch.randn(B, C, H, W, 2) * mask
+
+    class Model:
+        def operator(self, batch):
+            return MultiCoilOperator(fft2, ifft2, sens, batch["sampling_mask"])
+
+    perturbed = perturbed_signal(AttackDomain.IMAGE, Model(), {"masked_kspace": y, "sampling_mask": mask})
+    lift = perturbed.lift
     a, b = torch.randn(B, H, W, 2), torch.randn(B, H, W, 2)
     assert torch.allclose(lift(a + 2 * b), lift(a) + 2 * lift(b), atol=1e-5)
     assert torch.all(lift(a)[~mask.expand(B, C, H, W, 2)] == 0)
-    # <A x, y> = <x, A^H y>: the adjoint is consistent with the lift.
-    y = torch.randn(B, C, H, W, 2) * mask
+    # <A x, y> = <x, A^H y>: the signal the budget is measured on is the adjoint of the lift applied to y.
     lhs = (lift(a) * y).sum()
-    rhs = (a * lift.adjoint_of(y, ifft2)).sum()
+    rhs = (a * perturbed.signal).sum()
     assert torch.allclose(lhs, rhs, rtol=1e-4)

@@ -56,4 +56,4 @@ def test_metrics_summary_reads_the_last_iteration(tmp_path, capsys):
     assert smug_main(["metrics", str(tmp_path / "modl")]) == 0
     assert "| modl | 4x | 19 | 30.00 | 0.5000 | 0.1000 |" in capsys.readouterr().out
     assert smug_main(["metrics", str(tmp_path / "absent")]) == 2
-    assert "has `direct train` validated this run yet?" in capsys.readouterr().out
+    assert "has `direct train` validated this run yet?" in capsys.readouterr().err

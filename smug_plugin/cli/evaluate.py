@@ -1,4 +1,7 @@
-"""``smug evaluate``: robustness evaluation of DIRECT-trained checkpoints under attacks, noise and test-time shifts."""
+"""``smug evaluate``: robustness evaluation of DIRECT-trained checkpoints under attacks, noise and test-time shifts.
+
+This module wires the pieces together: protocol and models in, the evaluation loop, the reports out.
+"""
 
 import argparse
 import pathlib
@@ -22,7 +25,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="NAME=CONFIG.yaml:CHECKPOINT.pt",
         help="A model to evaluate (repeatable): display name, DIRECT YAML with an inference section, checkpoint.",
     )
-    parser.add_argument("--protocol", required=True, type=pathlib.Path, help="Robustness protocol YAML.")
+    parser.add_argument(
+        "--protocol",
+        required=True,
+        metavar="NAME|PATH",
+        help="Robustness protocol: a shipped one by name (paper, reproduce, smoke, ...) or a protocol YAML.",
+    )
     parser.add_argument("--data-root", required=True, type=pathlib.Path, help="Directory of fastMRI-format h5 files.")
     parser.add_argument("--output-dir", required=True, type=pathlib.Path)
     parser.add_argument("--reference", default=None, help="Model the table is relative to (default: the first).")
@@ -43,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from smug_plugin.robustness.evaluate import RunSettings, run_evaluation
+    from smug_plugin.robustness.loop import RunSettings
     from smug_plugin.robustness.protocol import ProtocolError
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
@@ -69,3 +77,106 @@ def run(args: argparse.Namespace) -> int:
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
+
+
+def _manifest(models, protocol, settings) -> dict:
+    """What a resumed run must share with the interrupted one."""
+    import hashlib
+
+    def digest(model, key: str) -> str:
+        return hashlib.sha256(pathlib.Path(model.provenance[key]).read_bytes()).hexdigest()[:16]
+
+    return {
+        "protocol": protocol.to_dict(),
+        "models": [
+            {"name": m.name, "config_sha": digest(m, "config"), "ckpt_sha": digest(m, "checkpoint")} for m in models
+        ],
+        "data_root": str(settings.data_root),
+        "seed": settings.seed,
+        "batch_size": settings.batch_size,
+        "max_slices": settings.max_slices,
+    }
+
+
+def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, settings) -> dict:
+    """Load protocol and models, evaluate, write the reports; returns the paths of the written files.
+
+    Parameters
+    ----------
+    model_specs : list[str]
+        ``NAME=CONFIG.yaml:CHECKPOINT.pt`` entries; the first is the reference unless `settings.reference` is set.
+    protocol_name : str or pathlib.Path
+        A shipped protocol's name or a protocol YAML.
+    settings : RunSettings
+        Data, output, seed, device, batching, resume.
+    """
+    import random
+    import time
+
+    import numpy as np
+    import torch
+
+    from smug_plugin.robustness.checkpoints import ModelSpec, load_reconstructor
+    from smug_plugin.robustness.loop import Evaluator
+    from smug_plugin.robustness.protocol import load_protocol
+    from smug_plugin.robustness.records import open_store
+    from smug_plugin.robustness.reports.figures import make_figures
+    from smug_plugin.robustness.reports.tables import write_reports
+
+    if not model_specs:
+        raise ValueError("Give at least one --model NAME=CONFIG.yaml:CHECKPOINT.pt.")
+    protocol = load_protocol(protocol_name)
+    if settings.seed is None:
+        settings.seed = protocol.seed
+    specs = [ModelSpec.parse(s) for s in model_specs]
+    for spec in specs:
+        spec.check_files()  # fail on a missing checkpoint before spending time on loading others
+    if not pathlib.Path(settings.data_root).is_dir():
+        raise FileNotFoundError(f"Data root not found: {settings.data_root}")
+    torch.manual_seed(settings.seed)
+    random.seed(settings.seed)
+    np.random.seed(settings.seed)
+    settings.output_dir.mkdir(parents=True, exist_ok=True)
+    models = [load_reconstructor(spec, settings.device, settings.output_dir / "direct_logs") for spec in specs]
+    store = open_store(settings.output_dir, _manifest(models, protocol, settings), settings.resume)
+    evaluator = Evaluator(models, protocol, settings)
+    protocol = evaluator.protocol  # with transfer_from: each expanded per source model
+    started = time.time()
+
+    def run_facts(complete: bool) -> dict:
+        return {
+            "seed": settings.seed,
+            "protocol_seed": protocol.seed,
+            "data_root": str(settings.data_root),
+            "batch_size": settings.batch_size,
+            "max_slices": settings.max_slices,
+            "device": settings.device,
+            "resumed": settings.resume,
+            "torch_threads": torch.get_num_threads(),
+            "wall_seconds_this_session": time.time() - started,
+            "timings": dict(evaluator.timings),
+            "data_from_model": evaluator.data_model.name,
+            "complete": complete,
+        }
+
+    describe = [m.describe() for m in models]
+    layout = [
+        {"condition": c.id, "group": c.group, "sweep_value": c.sweep_value, "perturbation": c.perturbation.name}
+        for c in protocol.conditions()
+    ]
+
+    def report(complete: bool) -> dict:
+        return write_reports(
+            settings.output_dir,
+            store.records,
+            describe,
+            evaluator.reference,
+            protocol.to_dict(),
+            run_facts(complete),
+            layout,
+        )
+
+    evaluator.run(store, on_progress=lambda: report(False))
+    paths = report(True)
+    paths.update(make_figures(settings.output_dir, store.records, describe))
+    return paths

@@ -1,80 +1,110 @@
-"""Robustness protocol files: which perturbations and test-time shifts an evaluation runs.
+"""Robustness protocols: which perturbations and test-time shifts an evaluation runs.
 
-A protocol is a YAML file (see ``configs/robustness/paper.yaml``) read with omegaconf and validated here, so that a
-typo fails before any model is loaded rather than after hours of attacks.
+A protocol is a YAML file read with omegaconf and validated here, so that a typo fails before any model is loaded
+rather than after hours of attacks. The package ships its protocols (``smug_plugin/robustness/protocols/``), named
+by their file stem: ``smug evaluate --protocol paper``; a path to any other file works too.
 """
 
+import dataclasses
+import importlib.resources
 import pathlib
 import zlib
-from dataclasses import asdict, dataclass, field, replace
-from enum import StrEnum
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from importlib.resources.abc import Traversable
 from typing import Any
 
-from smug_plugin.robustness.budgets import Budget, NormType
-from smug_plugin.robustness.perturbations import AttackDomain, AttackTarget
+from smug_plugin.robustness.attacks import Attack, AttackSettings, attack_class, build_attack
+from smug_plugin.robustness.reconstructors import TestTimeSettings
+from smug_plugin.robustness.sweeps import SWEEPS
 
 TRANSFER_FROM_EACH = "each"
 TRANSFER_SEPARATOR = "@"
+PROTOCOL_KEYS = {"name", "seed", "perturbations", "sweeps"}
+# The test-time settings a sweep may override (the noise seed is the evaluation's, never a condition's).
+SHIFTED_SETTINGS = {f.name for f in dataclasses.fields(TestTimeSettings)} - {"noise_seed"}
 
 
 class ProtocolError(ValueError):
     """A robustness protocol file is malformed or asks for something unknown."""
 
 
-class PerturbationKind(StrEnum):
-    CLEAN = "clean"
-    GAUSSIAN = "gaussian"
-    PGD = "pgd"
-
-
 @dataclass(frozen=True)
 class PerturbationSpec:
-    """One perturbation of the measured k-space (see `perturbations` for the semantics of the fields)."""
+    """One perturbation of the measured k-space: a named attack with its settings.
+
+    Parameters
+    ----------
+    name : str
+        Name in tables and records.
+    kind : str
+        Registered attack kind (see `smug_plugin.robustness.attacks`).
+    settings : AttackSettings
+        The attack's validated settings.
+    transfer_from : str, optional
+        Compute the perturbation on this model and apply it to every model (``each``: one per model).
+    """
 
     name: str
-    kind: PerturbationKind
-    budget: Budget | None = None
-    domain: AttackDomain = AttackDomain.KSPACE
-    steps: int = 10
-    step_fraction: float = 1.0 / 3.0
-    random_start: bool = True
-    target: AttackTarget = AttackTarget.GROUND_TRUTH
-    eot_samples: int = 1
-    keep_best: bool = True
+    kind: str
+    settings: AttackSettings
     transfer_from: str | None = None
 
+    @classmethod
+    def from_entry(cls, raw: Any) -> "PerturbationSpec":
+        """Parse and validate one entry of a protocol's ``perturbations`` list."""
+        if not isinstance(raw, Mapping) or "name" not in raw or "kind" not in raw:
+            raise ProtocolError(f"Every perturbation needs a 'name' and a 'kind' (clean, gaussian, pgd); got {raw!r}.")
+        entry = dict(raw)
+        name, kind, transfer_from = entry.pop("name"), entry.pop("kind"), entry.pop("transfer_from", None)
+        try:
+            settings = attack_class(kind).Settings.from_entry(entry)
+        except ValueError as e:
+            raise ProtocolError(f"Perturbation '{name}': {e}") from None
+        return cls(name, kind, settings, transfer_from)
+
+    def with_budget(self, value: float) -> "PerturbationSpec":
+        """The same perturbation with another budget value (same convention and norm)."""
+        budget = getattr(self.settings, "budget", None)
+        if budget is None:
+            raise ProtocolError(f"The budget sweep needs a perturbation with a budget, not '{self.name}'.")
+        return replace(self, settings=replace(self.settings, budget=replace(budget, value=value)))
+
+    def attack(self, models: Mapping[str, Any]) -> Attack:
+        """The attack object, transferred from ``models[transfer_from]`` when set."""
+        source = None
+        if self.transfer_from is not None:
+            if self.transfer_from not in models:
+                raise ValueError(f"Perturbation '{self.name}' transfers from unknown model '{self.transfer_from}'.")
+            source = models[self.transfer_from]
+        return build_attack(self.kind, self.settings, source)
+
     def describe(self) -> str:
-        if self.kind == PerturbationKind.CLEAN:
-            return "clean"
-        text = f"{self.kind.value} {self.domain.value} {self.budget.describe()}"
-        if self.kind == PerturbationKind.PGD:
-            text += (
-                f", {self.steps} steps of {self.step_fraction:.3g} eps, random start={self.random_start}, "
-                f"loss=MSE to {self.target.value}, "
-                + (f"EOT over {self.eot_samples} draws/step" if self.eot_samples > 1 else "one noise draw per step")
-                + (f", transferred from {self.transfer_from}" if self.transfer_from else ", white-box per model")
-            )
+        text = self.settings.describe()
+        if attack_class(self.kind).white_box:
+            text += f", transferred from {self.transfer_from}" if self.transfer_from else ", white-box per model"
         return text
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["budget"] = self.budget.to_dict() if self.budget else None
-        d["description"] = self.describe()
-        return {k: (v.value if isinstance(v, StrEnum) else v) for k, v in d.items()}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            **self.settings.to_dict(),
+            "transfer_from": self.transfer_from,
+            "description": self.describe(),
+        }
 
 
 @dataclass(frozen=True)
 class Condition:
-    """One evaluated cell: a perturbation under test-time settings (None = as configured in the model's YAML)."""
+    """One evaluated cell: a perturbation under a data shift and test-time settings (None = as configured)."""
 
     group: str  # "main" (Table I) or the sweep name
     perturbation: PerturbationSpec
     sweep_value: float | None = None
     acceleration: float | None = None
     center_fraction: float | None = None
-    num_steps: int | None = None
-    sigma: float | None = None
-    num_samples: int | None = None
+    settings: TestTimeSettings = TestTimeSettings()
 
     @property
     def id(self) -> str:
@@ -89,6 +119,15 @@ class Condition:
     def seed(self, base: int, batch_key: str) -> int:
         """Seed of this condition on one batch, independent of run order so that --resume reproduces numbers."""
         return (base * 1_000_003 + zlib.crc32(f"{self.id}|{batch_key}".encode())) % (2**31 - 1)
+
+    def with_overrides(self, **overrides: Any) -> "Condition":
+        """This condition with a sweep's overrides: ``acceleration``, ``center_fraction``, ``budget`` and the
+        test-time settings ``num_steps``, ``sigma``, ``num_samples``."""
+        perturbation = self.perturbation
+        if "budget" in overrides:
+            perturbation = perturbation.with_budget(overrides.pop("budget"))
+        settings = {k: overrides.pop(k) for k in list(overrides) if k in SHIFTED_SETTINGS}
+        return replace(self, perturbation=perturbation, settings=replace(self.settings, **settings), **overrides)
 
 
 @dataclass
@@ -117,27 +156,14 @@ class Protocol:
         return replace(self, perturbations=expanded)
 
     def conditions(self) -> list[Condition]:
-        """Every condition to evaluate: main table first, then the sweeps."""
+        """Every condition to evaluate: main table first, then the sweeps in protocol order."""
         out = [Condition("main", p) for p in self.perturbations]
-        for sweep_name, sweep in self.sweeps.items():
-            perts = [self.perturbation(n) for n in sweep.get("perturbations", ["clean"])]
+        for name, sweep in self.sweeps.items():
+            kind = SWEEPS[name]
+            perturbations = [self.perturbation(n) for n in kind.perturbations(sweep)]
             for value in sweep["values"]:
-                if sweep_name == "acceleration":
-                    cf = sweep.get("center_fraction_product", 0.32) / value
-                    out += [Condition(sweep_name, p, value, acceleration=value, center_fraction=cf) for p in perts]
-                elif sweep_name == "unrolls":
-                    out += [Condition(sweep_name, p, value, num_steps=int(value)) for p in perts]
-                elif sweep_name == "sigma":
-                    out += [Condition(sweep_name, p, value, sigma=float(value)) for p in perts]
-                elif sweep_name == "num_samples":
-                    out += [Condition(sweep_name, p, value, num_samples=int(value)) for p in perts]
-                else:  # budget
-                    base = self.perturbation(sweep["perturbation"])
-                    if base.budget is None:
-                        raise ProtocolError(f"The budget sweep needs a perturbation with a budget, not '{base.name}'.")
-                    budget = Budget(float(value), base.budget.convention, base.budget.norm)
-                    p = PerturbationSpec(**{**base.__dict__, "budget": budget})
-                    out.append(Condition(sweep_name, p, value))
+                overrides = kind.overrides(value, sweep)
+                out += [Condition(name, p, value).with_overrides(**overrides) for p in perturbations]
         return out
 
     def to_dict(self) -> dict:
@@ -149,89 +175,58 @@ class Protocol:
         }
 
 
-_PERTURBATION_KEYS = {f for f in PerturbationSpec.__dataclass_fields__} | {"norm"}
-_SWEEPS = {"acceleration", "unrolls", "budget", "sigma", "num_samples"}
+def shipped_protocols() -> dict[str, Traversable]:
+    """The protocols that ship with the package, by name (file stem)."""
+    folder = importlib.resources.files("smug_plugin.robustness.protocols")
+    return {p.name.removesuffix(".yaml"): p for p in folder.iterdir() if p.name.endswith(".yaml")}
 
 
-def _enum(cls, value, what: str):
-    try:
-        return cls(value)
-    except ValueError:
-        raise ProtocolError(f"Unknown {what} '{value}'; expected one of: {', '.join(e.value for e in cls)}.") from None
-
-
-def _parse_perturbation(raw: dict[str, Any]) -> PerturbationSpec:
-    if not isinstance(raw, dict) or "name" not in raw or "kind" not in raw:
-        raise ProtocolError(f"Every perturbation needs a 'name' and a 'kind' (clean, gaussian, pgd); got {raw!r}.")
-    unknown = set(raw) - _PERTURBATION_KEYS
-    if unknown:
-        raise ProtocolError(f"Perturbation '{raw['name']}' has unknown keys {sorted(unknown)}.")
-    kind = _enum(PerturbationKind, raw["kind"], "perturbation kind (attack name)")
-    budget = None
-    if kind != PerturbationKind.CLEAN:
-        b = raw.get("budget")
-        if b is None:
-            raise ProtocolError(f"Perturbation '{raw['name']}' needs a budget.")
-        if not isinstance(b, dict):
-            b = {"value": b}
-        norm = _enum(NormType, raw.get("norm", b.get("norm", "linf")), "norm")
-        try:
-            budget = Budget(b.get("value"), b.get("convention", "absolute"), norm)
-        except ValueError as e:
-            raise ProtocolError(f"Perturbation '{raw['name']}': bad budget {b!r}: {e}") from None
-    kwargs = {k: v for k, v in raw.items() if k not in {"budget", "norm", "kind"}}
-    if "domain" in kwargs:
-        kwargs["domain"] = _enum(AttackDomain, kwargs["domain"], "attack domain")
-    if "target" in kwargs:
-        kwargs["target"] = _enum(AttackTarget, kwargs["target"], "attack target")
-    spec = PerturbationSpec(kind=kind, budget=budget, **kwargs)
-    if spec.steps < 0 or spec.eot_samples < 1 or spec.step_fraction <= 0:
-        raise ProtocolError(f"Perturbation '{spec.name}': steps >= 0, eot_samples >= 1, step_fraction > 0 required.")
-    return spec
-
-
-def load_protocol(path: str | pathlib.Path) -> Protocol:
-    """Load and validate a protocol YAML.
+def load_protocol(protocol: str | pathlib.Path) -> Protocol:
+    """Load and validate a protocol: a shipped one by name (``paper``, ``smoke``, ...) or a YAML file.
 
     Raises
     ------
-    FileNotFoundError
-        If the file does not exist.
     ProtocolError
-        Malformed YAML, unknown attack names, keys or sweeps, negative budgets, dangling references.
+        Neither a file nor a shipped name; malformed YAML; unknown attack kinds, keys or sweeps; bad budgets;
+        dangling references.
     """
+    path = pathlib.Path(protocol)
+    if path.is_file():
+        return _parse(path.read_text(encoding="utf-8"), str(path), path.stem)
+    shipped = shipped_protocols()
+    if str(protocol) not in shipped:
+        raise ProtocolError(
+            f"Unknown robustness protocol '{protocol}': no such file, and not a shipped protocol "
+            f"(shipped: {', '.join(sorted(shipped))})."
+        )
+    return _parse(shipped[str(protocol)].read_text(encoding="utf-8"), f"protocol '{protocol}'", str(protocol))
+
+
+def _parse(text: str, where: str, default_name: str) -> Protocol:
     from omegaconf import OmegaConf
 
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Robustness protocol file not found: {path}")
     try:
-        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        raw = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
     except Exception as e:  # yaml.YAMLError and omegaconf errors alike
-        raise ProtocolError(f"Could not parse robustness protocol {path}: {e}") from None
+        raise ProtocolError(f"Could not parse robustness protocol {where}: {e}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("perturbations"), list) or not raw["perturbations"]:
-        raise ProtocolError(f"{path}: a protocol is a mapping with a non-empty 'perturbations' list.")
-    unknown = set(raw) - {"name", "seed", "perturbations", "sweeps"}
+        raise ProtocolError(f"{where}: a protocol is a mapping with a non-empty 'perturbations' list.")
+    unknown = set(raw) - PROTOCOL_KEYS
     if unknown:
-        raise ProtocolError(f"{path}: unknown top-level keys {sorted(unknown)}.")
-    perts = [_parse_perturbation(p) for p in raw["perturbations"]]
-    names = [p.name for p in perts]
+        raise ProtocolError(f"{where}: unknown top-level keys {sorted(unknown)}.")
+    perturbations = [PerturbationSpec.from_entry(p) for p in raw["perturbations"]]
+    names = [p.name for p in perturbations]
     if len(set(names)) != len(names):
-        raise ProtocolError(f"{path}: perturbation names must be unique, got {names}.")
+        raise ProtocolError(f"{where}: perturbation names must be unique, got {names}.")
     sweeps = raw.get("sweeps") or {}
-    bad = set(sweeps) - _SWEEPS
+    bad = set(sweeps) - set(SWEEPS)
     if bad:
-        raise ProtocolError(f"{path}: unknown sweeps {sorted(bad)}; known: {sorted(_SWEEPS)}.")
-    for sweep_name, sweep in sweeps.items():
-        if not isinstance(sweep, dict) or not sweep.get("values"):
-            raise ProtocolError(f"{path}: sweep '{sweep_name}' needs a non-empty 'values' list.")
-        # sigma = 0 is the unsmoothed network (SMUG becomes MoDL): a meaningful point of the sigma sweep.
-        smallest = 0 if sweep_name in ("sigma", "budget") else 1e-12
-        if any((not isinstance(v, int | float)) or v < smallest for v in sweep["values"]):
-            kind = "non-negative" if smallest == 0 else "positive"
-            raise ProtocolError(f"{path}: sweep '{sweep_name}' values must be {kind} numbers.")
-        if sweep_name == "budget" and "perturbation" not in sweep:
-            raise ProtocolError(f"{path}: the budget sweep names the 'perturbation' whose budget it varies.")
-    protocol = Protocol(raw.get("name", path.stem), int(raw.get("seed", 0)), perts, sweeps)
+        raise ProtocolError(f"{where}: unknown sweeps {sorted(bad)}; known: {sorted(SWEEPS)}.")
+    for name, sweep in sweeps.items():
+        try:
+            SWEEPS[name].check(sweep)
+        except ValueError as e:
+            raise ProtocolError(f"{where}: {e}") from None
+    protocol = Protocol(raw.get("name", default_name), int(raw.get("seed", 0)), perturbations, sweeps)
     protocol.conditions()  # resolves every reference, raising ProtocolError on a dangling one
     return protocol

@@ -2,7 +2,8 @@
 
 The engines of the plugin call :func:`attacked_kspace` from ``forward_function`` during a second validation pass,
 so DIRECT computes, logs and writes the metrics of the attacked reconstructions exactly like its own
-(``<metric>_pgd`` in ``metrics_val_*.json`` and TensorBoard).
+(``<metric>_pgd`` in ``metrics_val_*.json`` and TensorBoard). The attack is `smug evaluate`'s PGD object with its
+objective, on the network being trained.
 """
 
 from collections.abc import Callable
@@ -10,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from smug_plugin.robustness.budgets import NormType
-from smug_plugin.robustness.perturbations import PGDSettings, pgd
+from smug_plugin.robustness.attacks import Budget, Targets
+from smug_plugin.robustness.attacks.pgd import PGD
 
 
 @dataclass
@@ -43,6 +44,22 @@ class RobustValidation:
         return self.budget > 0
 
 
+class _TrainingNetwork:
+    """The network inside a validation step, as the attack sees a model: k-space in, magnitude image out."""
+
+    name = "validation"
+    is_randomized = False  # one reconstruction per step, as configured (the journal's single-draw protocol)
+
+    def __init__(self, reconstruct: Callable[[torch.Tensor], torch.Tensor]):
+        self._reconstruct = reconstruct
+
+    def reconstruct(
+        self, batch: dict, kspace_delta: torch.Tensor | None = None, noise_seed: int | None = None
+    ) -> torch.Tensor:
+        kspace = batch["masked_kspace"] if kspace_delta is None else batch["masked_kspace"] + kspace_delta
+        return torch.linalg.vector_norm(self._reconstruct(kspace), dim=-1)
+
+
 def attacked_kspace(
     reconstruct: Callable[[torch.Tensor], torch.Tensor],
     masked_kspace: torch.Tensor,
@@ -63,22 +80,9 @@ def attacked_kspace(
     settings : RobustValidation
         Budget, steps and seed.
     """
-    generator = torch.Generator(device=masked_kspace.device).manual_seed(settings.seed)
-    support = (sampling_mask != 0).to(masked_kspace.dtype).expand_as(masked_kspace)
-    eps = torch.full((masked_kspace.shape[0],), float(settings.budget), device=masked_kspace.device)
-
-    def objective(delta: torch.Tensor, draw: int) -> torch.Tensor:
-        image = reconstruct(masked_kspace + delta)
-        magnitude = torch.linalg.vector_norm(image, dim=-1)
-        return ((magnitude - target) ** 2).flatten(1).mean(1)
-
+    attack = PGD(budget=Budget(float(settings.budget)), steps=settings.steps)
+    batch = {"masked_kspace": masked_kspace, "sampling_mask": sampling_mask}
+    # DIRECT validates under no_grad; the attack needs gradients to the input.
     with torch.enable_grad():
-        result = pgd(
-            objective,
-            masked_kspace.shape,
-            support,
-            eps,
-            PGDSettings(norm=NormType.LINF, steps=settings.steps),
-            generator,
-        )
-    return masked_kspace + result.kspace_delta
+        outcome = attack(_TrainingNetwork(reconstruct), batch, Targets(target), settings.seed)
+    return masked_kspace + outcome.kspace_delta

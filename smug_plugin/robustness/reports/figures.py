@@ -1,40 +1,19 @@
 """Figures of a robustness run (matplotlib, Agg backend): metric-vs-shift curves and image panels."""
 
-import os
 import pathlib
-import tempfile
 from collections import defaultdict
 
 import numpy as np
 
+from smug_plugin.atomic import atomic_path
 from smug_plugin.robustness.metrics import summarize
-
-PANELS = "panels.npz"
-AXIS_LABELS = {
-    "budget": "attack budget eps",
-    "acceleration": "acceleration factor",
-    "unrolls": "unroll count",
-    "sigma": "smoothing sigma",
-    "num_samples": "Monte Carlo samples K",
-}
+from smug_plugin.robustness.records import PANELS
+from smug_plugin.robustness.sweeps import SWEEPS
 
 
 def _save(fig, path: pathlib.Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
-    finally:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-
-
-def save_panels(path: pathlib.Path, images: dict[str, np.ndarray]) -> None:
-    """Store the images of one slice (target, each model clean/attacked) for the panel figure, atomically."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    np.savez(tmp, **images)
-    os.replace(tmp, path)
 
 
 def sweep_figures(output_dir: pathlib.Path, records: list[dict], models: list[str]) -> dict[str, pathlib.Path]:
@@ -60,7 +39,7 @@ def sweep_figures(output_dir: pathlib.Path, records: list[dict], models: list[st
                 y = np.array([p[1]["mean"] for p in pts])
                 ci = np.array([p[1]["ci95"] if np.isfinite(p[1]["ci95"] or np.nan) else 0.0 for p in pts])
                 ax.errorbar(x, y, yerr=ci, marker="o", capsize=3, label=model)
-            ax.set_xlabel(AXIS_LABELS.get(group, group))
+            ax.set_xlabel(SWEEPS[group].label if group in SWEEPS else group)
             if ax is axes[0][0]:
                 ax.set_ylabel("PSNR (dB), mean and 95% CI")
             ax.set_title(pert)

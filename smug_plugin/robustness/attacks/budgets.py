@@ -7,8 +7,10 @@ carries its convention so that every output can state it, and resolves to one ep
 """
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import torch
 
@@ -53,6 +55,30 @@ class Budget:
             raise ValueError(f"Budget value must be a finite number >= 0, got {self.value!r}.")
         if self.convention == BudgetConvention.RELATIVE_L2 and self.norm != NormType.L2:
             raise ValueError("Budget convention 'relative_l2' (||delta||/||y||) only applies to the l2 norm.")
+
+    @classmethod
+    def parse(cls, raw: Any, norm: str | None = None) -> "Budget":
+        """The budget of a protocol entry: a number, or ``{value, convention, norm}``; a ``norm`` beside it wins.
+
+        Raises
+        ------
+        ValueError
+            A missing, negative or malformed budget, or an unknown convention or norm.
+        """
+        if raw is None:
+            raise ValueError("needs a budget (a number, or {value, convention}).")
+        fields = dict(raw) if isinstance(raw, Mapping) else {"value": raw}
+        unknown = set(fields) - {"value", "convention", "norm"}
+        if unknown:
+            raise ValueError(f"bad budget {raw!r}: unknown keys {sorted(unknown)}.")
+        if norm is not None:
+            fields["norm"] = norm
+        fields.setdefault("norm", NormType.LINF)
+        fields.setdefault("convention", BudgetConvention.ABSOLUTE)
+        try:
+            return cls(fields.get("value"), fields["convention"], fields["norm"])
+        except ValueError as error:
+            raise ValueError(f"bad budget {raw!r}: {error}") from None
 
     def resolve(self, signal: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
         """Absolute radius per slice.

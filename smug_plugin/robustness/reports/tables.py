@@ -1,21 +1,17 @@
-"""Result files: robustness.json (everything), robustness.csv (one row per condition x model), robustness.md
-(Table I of the SMUG papers: rows = models, columns = clean / noise / PGD PSNR and SSIM relative to the reference).
-
-Every file is written to a temporary file in the same directory and moved into place with ``os.replace``, so a
-reader never sees a half-written result.
+"""Result tables from the records: robustness.json (everything), robustness.csv (one row per condition x model),
+robustness.md (Table I of the SMUG papers: rows = models, columns = clean / noise / PGD PSNR and SSIM relative to
+the reference), each written atomically.
 """
 
 import csv
 import io
 import json
 import math
-import os
 import pathlib
-import platform
-import tempfile
 from collections import defaultdict
-from importlib import metadata
 
+from smug_plugin.atomic import atomic_write_text
+from smug_plugin.provenance import package_versions
 from smug_plugin.robustness.metrics import summarize, volume_metrics
 from smug_plugin.robustness.protocol import TRANSFER_SEPARATOR
 
@@ -37,39 +33,6 @@ CSV_FIELDS = [
     "ssim_delta_ref_ci95",
     "description",
 ]
-
-
-def atomic_write_text(path: pathlib.Path, text: str) -> None:
-    """Write `text` to `path` atomically (temporary file in the same directory + os.replace)."""
-    path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, else the platform's processor string (recorded with timings)."""
-    cpuinfo = pathlib.Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.processor() or "unknown"
-
-
-def package_versions() -> dict:
-    out = {"python": platform.python_version()}
-    for pkg in ("smug-plugin", "direct-recon", "torch", "numpy", "fastmri", "scikit-image", "omegaconf"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
 
 
 def summarize_records(

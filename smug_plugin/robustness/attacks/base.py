@@ -1,0 +1,210 @@
+"""What every attack shares: its call, its outcome, its self-validating settings, and the registry of kinds.
+
+An attack is called as ``attack(model, batch, targets, seed) -> AttackOutcome``: ``model`` reconstructs a
+(perturbed) batch under the condition's test-time settings, ``targets`` gives what the reconstruction is pushed
+away from, and ``seed`` makes the attack reproducible. Attacks act on DIRECT's normalised, masked multi-coil k-space
+(``batch["masked_kspace"]``), so they are measurement perturbations valid for any DIRECT model.
+"""
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar, Protocol, Self
+
+import torch
+
+from smug_plugin.operators import MultiCoilOperator
+from smug_plugin.robustness.attacks.budgets import Budget
+
+
+class AttackTarget(StrEnum):
+    """What the attacked reconstruction is pushed away from."""
+
+    GROUND_TRUTH = "ground_truth"
+    CLEAN = "clean"  # the model's own clean reconstruction (Robustness-CS)
+
+
+class AttackedModel(Protocol):
+    """What an attack needs of a model (``reconstructors.ConfiguredModel`` in ``smug evaluate``)."""
+
+    name: str
+    is_randomized: bool
+
+    def reconstruct(
+        self, batch: dict, kspace_delta: torch.Tensor | None = None, noise_seed: int | None = None
+    ) -> torch.Tensor:
+        """Magnitude reconstruction of ``batch`` with ``kspace_delta`` added to its k-space, differentiable."""
+
+    def operator(self, batch: dict) -> MultiCoilOperator:
+        """The model's A = M F S for ``batch`` (its sensitivity-map processing and FFTs)."""
+
+    def with_reconstructor(self, reconstructor: Any) -> "AttackedModel":
+        """Another reconstructor under the same test-time settings."""
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What an attack pushes a reconstruction away from.
+
+    Parameters
+    ----------
+    ground_truth : torch.Tensor
+        Magnitude target (batch, height, width) in DIRECT's normalised units.
+    clean : Callable, optional
+        The clean reconstruction of a model (shared with the evaluation, so computed once per batch and setting).
+    """
+
+    ground_truth: torch.Tensor
+    clean: Callable[[AttackedModel], torch.Tensor] | None = None
+
+    def of(self, target: AttackTarget, model: AttackedModel) -> torch.Tensor:
+        if AttackTarget(target) == AttackTarget.GROUND_TRUTH:
+            return self.ground_truth
+        if self.clean is None:
+            raise ValueError("This attack targets the clean reconstruction, but none was provided.")
+        return self.clean(model).detach()
+
+
+@dataclass
+class AttackOutcome:
+    """A k-space perturbation and the facts the report states about it.
+
+    Attributes
+    ----------
+    kspace_delta : torch.Tensor or None
+        Addition to ``masked_kspace``; None leaves the measurement as acquired (the clean reconstruction).
+    eps : list[float]
+        Radius of the ball per slice (0 for no perturbation).
+    objective : list[float], optional
+        Attack objective per slice of the returned perturbation (gradient attacks).
+    history : list[torch.Tensor]
+        Objective per slice at every step.
+    source : str, optional
+        The model the perturbation was computed on, when it was transferred.
+    """
+
+    kspace_delta: torch.Tensor | None
+    eps: list[float]
+    objective: list[float] | None = None
+    history: list[torch.Tensor] = field(default_factory=list)
+    source: str | None = None
+
+    def facts(self, index: int) -> dict[str, Any]:
+        """The record fields of slice ``index``."""
+        facts: dict[str, Any] = {"eps": self.eps[index]}
+        if self.objective is not None:
+            facts["attack_objective"] = self.objective[index]
+        if self.source is not None:
+            facts["source"] = self.source
+        return facts
+
+
+def parse_enum(cls: type[StrEnum], value: Any, what: str) -> StrEnum:
+    """``cls(value)`` with an error that lists the allowed values."""
+    try:
+        return cls(value)
+    except ValueError:
+        raise ValueError(f"Unknown {what} '{value}'; expected one of: {', '.join(e.value for e in cls)}.") from None
+
+
+def _checked(kind: Any, value: Any, name: str) -> Any:
+    if isinstance(kind, type) and issubclass(kind, StrEnum):
+        return parse_enum(kind, value, name.replace("_", " "))
+    if kind is bool and not isinstance(value, bool):
+        raise ValueError(f"'{name}' must be true or false, got {value!r}.")
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"'{name}' must be an integer, got {value!r}.")
+    if kind is float and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise ValueError(f"'{name}' must be a number, got {value!r}.")
+    if kind is Budget and not isinstance(value, Budget):
+        raise ValueError(f"'{name}' must be a Budget, got {value!r}.")
+    return value
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    """Settings of one attack kind; subclasses are dataclasses whose fields are the protocol entry's keys.
+
+    Values are type-checked (enums parsed from their strings) on construction; subclasses add their own checks
+    in ``__post_init__`` after calling this one.
+    """
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _checked(f.type, getattr(self, f.name), f.name))
+
+    @classmethod
+    def from_entry(cls, entry: Mapping[str, Any]) -> Self:
+        """Settings from a protocol entry (without ``name`` / ``kind``); a budget may come with a ``norm`` beside it.
+
+        Raises
+        ------
+        ValueError
+            Unknown keys, wrong types, bad budgets, out-of-range values.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = dict(entry)
+        if "budget" in names:
+            values["budget"] = Budget.parse(values.get("budget"), values.pop("norm", None))
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"unknown keys {sorted(unknown)} (known: {', '.join(sorted(names)) or 'none'}).")
+        return cls(**values)
+
+    def fields(self) -> dict[str, Any]:
+        """The settings as constructor keywords of their attack."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready settings, as written to the manifest and the report."""
+        out = {}
+        for name, value in self.fields().items():
+            if isinstance(value, Budget):
+                value = value.to_dict()
+            out[name] = value.value if isinstance(value, StrEnum) else value
+        return out
+
+    def describe(self) -> str:
+        """Human-readable statement of the attack, written into every output."""
+        raise NotImplementedError
+
+
+class Attack(ABC):
+    """One attack kind: constructed from its settings as keywords, called as ``attack(model, batch, targets, seed)``.
+
+    Subclasses set ``kind`` (the protocol's name for it) and ``Settings``, and register with `register_attack`.
+    """
+
+    kind: ClassVar[str]
+    Settings: ClassVar[type[AttackSettings]]
+    # Gradient attacks are computed on the attacked model itself unless transferred; the report says which.
+    white_box: ClassVar[bool] = False
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = self.Settings(**settings)
+
+    @abstractmethod
+    def __call__(self, model: AttackedModel, batch: dict, targets: Targets, seed: int) -> AttackOutcome:
+        """The perturbation of ``batch`` for ``model``."""
+
+
+ATTACKS: dict[str, type[Attack]] = {}
+
+
+def register_attack(cls: type[Attack]) -> type[Attack]:
+    """Class decorator: make ``cls`` available to protocols as ``kind: <cls.kind>``."""
+    if cls.kind in ATTACKS:
+        raise ValueError(f"Attack kind '{cls.kind}' is registered twice: {ATTACKS[cls.kind].__name__}, {cls.__name__}.")
+    ATTACKS[cls.kind] = cls
+    return cls
+
+
+def attack_class(kind: str) -> type[Attack]:
+    """The registered attack of ``kind``, with an error that lists the known kinds."""
+    try:
+        return ATTACKS[kind]
+    except KeyError:
+        known = ", ".join(sorted(ATTACKS))
+        raise ValueError(f"Unknown perturbation kind (attack name) '{kind}'; expected one of: {known}.") from None

@@ -1,0 +1,219 @@
+"""The evaluation loop: every data batch x every condition (perturbation under test-time settings) x every model.
+
+The loop knows conditions, models and records, not individual attacks or sweeps: each condition's perturbation is
+an attack object called the same way for every model. Seeds are derived from (run seed, condition, batch), never
+from the order of work, so a resumed run gives the same numbers as an uninterrupted one.
+"""
+
+import pathlib
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+
+from smug_plugin.robustness import direct_adapter
+from smug_plugin.robustness.attacks import Attack, AttackOutcome, Targets
+from smug_plugin.robustness.batches import build_dataset, iterate_batches, load_batch
+from smug_plugin.robustness.metrics import robustness_errors, slice_metrics
+from smug_plugin.robustness.protocol import Condition, PerturbationSpec, Protocol
+from smug_plugin.robustness.reconstructors import (
+    ConfiguredModel,
+    EngineReconstructor,
+    UnsupportedSettings,
+)
+from smug_plugin.robustness.records import PANELS, RecordStore, save_panels
+
+
+@dataclass
+class RunSettings:
+    data_root: pathlib.Path
+    output_dir: pathlib.Path
+    reference: str | None = None
+    seed: int | None = None  # None: the protocol's seed
+    resume: bool = False
+    max_slices: int | None = None
+    device: str = "cpu"
+    batch_size: int = 4
+    progress: bool = True
+
+
+def clean_seed(condition: Condition, base: int, batch_key: str) -> int:
+    """Noise seed of the clean reconstructions of a batch.
+
+    The clean reconstruction is shared by all conditions of a batch (and cached); its seed is that of a condition
+    named ``clean/<perturbation>``, i.e. it depends on the perturbation of the condition that computes it first.
+    Kept as in earlier versions so that their numbers can be reproduced; a separate change makes it independent.
+    """
+    return Condition("clean", condition.perturbation).seed(base, batch_key)
+
+
+class CleanReconstructions:
+    """The clean reconstruction of each model under each test-time setting, computed once per batch."""
+
+    def __init__(self, batch: dict):
+        self.batch = batch
+        self._cache: dict[tuple, torch.Tensor] = {}
+
+    def get(self, model: ConfiguredModel, seed: int) -> torch.Tensor:
+        key = (model.name, model.settings)
+        if key not in self._cache:
+            with torch.no_grad():
+                self._cache[key] = model.reconstruct(self.batch, None, noise_seed=seed)
+        return self._cache[key]
+
+
+@dataclass
+class Measurement:
+    """One model under one condition on one batch: the attack's outcome and the reconstructions."""
+
+    outcome: AttackOutcome
+    output: torch.Tensor  # reconstruction of the perturbed batch (normalised units)
+    clean: torch.Tensor  # reconstruction of the batch as acquired
+    kspace_delta: torch.Tensor
+    seconds: float
+
+
+def slice_records(
+    condition: Condition,
+    model: str,
+    batch: dict,
+    batch_key: str,
+    seed: int,
+    measurement: Measurement,
+    metrics: list[dict],
+) -> list[dict]:
+    """One record per slice: where it came from, the perturbation's facts, image metrics and robustness errors."""
+    errors = robustness_errors(measurement.output, measurement.clean, measurement.kspace_delta)
+    return [
+        {
+            "condition": condition.id,
+            "group": condition.group,
+            "sweep_value": condition.sweep_value,
+            "perturbation": condition.perturbation.name,
+            "model": model,
+            "batch": batch_key,
+            "file": pathlib.Path(batch["filename"][i]).name,
+            "slice": int(batch["slice_no"][i]),
+            "seed": seed,
+            **measurement.outcome.facts(i),
+            **m,
+            **e,
+            "seconds": measurement.seconds / len(metrics),
+        }
+        for i, (m, e) in enumerate(zip(metrics, errors))
+    ]
+
+
+class Evaluator:
+    """Runs the conditions of a protocol on loaded models and writes records as they are computed."""
+
+    def __init__(self, models: list[EngineReconstructor], protocol: Protocol, settings: RunSettings):
+        names = [m.name for m in models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Model names must be unique, got {names}.")
+        self.models = {m.name: m for m in models}
+        self.protocol = protocol.for_models(names)
+        self.settings = settings
+        self.reference = settings.reference or names[0]
+        if self.reference not in self.models:
+            raise ValueError(f"Reference model '{self.reference}' is not among the models {names}.")
+        # Built before any work, so that a transfer from an unknown model fails at once.
+        self.attacks: dict[PerturbationSpec, Attack] = {p: p.attack(self.models) for p in self.protocol.perturbations}
+        # Data come from one model's YAML (the reference) so every model sees identical batches.
+        self.data_model = self.models[self.reference]
+        self.timings: dict[str, float] = defaultdict(float)
+        # First slice of the first batch, per perturbation and model, for the image panels.
+        self.panels: dict[str, object] = {}
+        self.first_batch: str | None = None
+
+    def attack_for(self, condition: Condition) -> Attack:
+        """The attack of the condition's perturbation (a sweep may vary it, e.g. its budget), built once."""
+        spec = condition.perturbation
+        if spec not in self.attacks:
+            self.attacks[spec] = spec.attack(self.models)
+        return self.attacks[spec]
+
+    def run(self, store: RecordStore, on_progress=None) -> None:
+        from tqdm import tqdm
+
+        groups: dict[tuple, list[Condition]] = defaultdict(list)
+        for c in self.protocol.conditions():
+            groups[c.data_key].append(c)
+        for data_key, conditions in groups.items():
+            data_id = "default" if data_key[0] is None else f"acc={data_key[0]:g}"
+            dataset = build_dataset(self.data_model, self.settings.data_root, *data_key)
+            for model in self.models.values():
+                model.use_dimensionality(dataset.ndim)
+            batches = list(
+                iterate_batches(self.data_model, dataset, self.settings.batch_size, self.settings.max_slices)
+            )
+            if data_key == (None, None) and batches:
+                self.first_batch = batches[0][0]
+            bar = tqdm(batches, desc=f"robustness [{data_id}]", unit="batch", disable=not self.settings.progress)
+            for batch_key, indices in bar:
+                todo = [c for c in conditions if (data_id, c.id, batch_key) not in store.done]
+                if not todo:
+                    continue
+                t0 = time.perf_counter()
+                batch = load_batch(dataset, indices, self.settings.device)
+                self.timings["data_s"] += time.perf_counter() - t0
+                cleans = CleanReconstructions(batch)
+                for condition in todo:
+                    bar.set_postfix_str(condition.id)
+                    records = self.evaluate_unit(condition, batch, batch_key, cleans)
+                    for r in records:
+                        r["data"] = data_id
+                    store.append_unit((data_id, condition.id, batch_key), records)
+            if self.panels:
+                save_panels(self.settings.output_dir / PANELS, self.panels)
+            if on_progress is not None:
+                on_progress()
+
+    def evaluate_unit(
+        self, condition: Condition, batch: dict, batch_key: str, cleans: CleanReconstructions
+    ) -> list[dict]:
+        """Per-slice records of every model that can run under ``condition`` (the others are reported n/a)."""
+        seed = condition.seed(self.settings.seed, batch_key)
+        reference_seed = clean_seed(condition, self.settings.seed, batch_key)
+        targets = Targets(batch["target"], lambda model: cleans.get(model, reference_seed))
+        attack = self.attack_for(condition)
+        resolution = direct_adapter.output_resolution(self.data_model.cfg.inference.crop, batch)
+        target_image = direct_adapter.scaled_image(batch["target"], batch, resolution)
+        records = []
+        for reconstructor in self.models.values():
+            model = ConfiguredModel(reconstructor, condition.settings)
+            measurement = self.measure(model, attack, batch, targets, seed)
+            if measurement is None:
+                continue  # reported as n/a
+            image = direct_adapter.scaled_image(measurement.output, batch, resolution)
+            self._keep_panel(condition, model.name, batch_key, image, target_image)
+            metrics = slice_metrics(target_image, image)
+            records += slice_records(condition, model.name, batch, batch_key, seed, measurement, metrics)
+        return records
+
+    def measure(
+        self, model: ConfiguredModel, attack: Attack, batch: dict, targets: Targets, seed: int
+    ) -> Measurement | None:
+        """Attack ``model`` and reconstruct the perturbed batch; None when the model cannot run the condition."""
+        if model.reconstructor.unsupported(model.settings):
+            return None
+        t0 = time.perf_counter()
+        try:
+            outcome = attack(model, batch, targets, seed)
+        except UnsupportedSettings:
+            return None  # a transferred attack whose source cannot run under this condition
+        self.timings["attack_s"] += time.perf_counter() - t0
+        reference = targets.clean(model)
+        if outcome.kspace_delta is None:
+            output, delta = reference, torch.zeros_like(batch["masked_kspace"])
+        else:
+            delta = outcome.kspace_delta
+            with torch.no_grad():
+                output = model.reconstruct(batch, delta, noise_seed=seed)
+        return Measurement(outcome, output, reference, delta, time.perf_counter() - t0)
+
+    def _keep_panel(self, condition: Condition, model: str, batch_key: str, image, target_image) -> None:
+        if condition.group == "main" and batch_key == self.first_batch:
+            self.panels[f"{condition.perturbation.name}|{model}"] = image[0].detach().cpu().numpy()
+            self.panels["target"] = target_image[0].detach().cpu().numpy()

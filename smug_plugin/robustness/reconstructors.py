@@ -1,0 +1,227 @@
+"""The interface between the evaluation and a model: perturbed batch + test-time settings -> magnitude image.
+
+A `Reconstructor` wraps one DIRECT engine with its weights. Plugin models take test-time settings (unroll count,
+smoothing sigma, number of draws, noise seed) through their network's ``test_time(...)`` context manager; DIRECT's
+native models take none and say so, and the evaluation reports those cells n/a.
+"""
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from smug_plugin.operators import MultiCoilOperator
+from smug_plugin.robustness import direct_adapter
+
+NOISE_SEED = "noise_seed"
+
+
+@dataclass(frozen=True)
+class TestTimeSettings:
+    """Settings a model runs under at test time; None keeps what its YAML configured.
+
+    A noise seed matters only to models that draw noise: the others run unchanged under any seed.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    num_steps: int | None = None
+    sigma: float | None = None
+    num_samples: int | None = None
+    noise_seed: int | None = None
+
+    def requested(self) -> dict[str, Any]:
+        """The settings that change something (not None)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+class UnsupportedSettings(Exception):
+    """A model cannot run under the requested test-time settings (its cells are reported n/a)."""
+
+
+@runtime_checkable
+class SupportsTestTime(Protocol):
+    """The test-time interface of the plugin's networks."""
+
+    def test_time(self, num_steps=None, sigma=None, num_samples=None, noise_seed=None): ...
+
+    def supported_test_time_settings(self) -> frozenset[str]: ...
+
+
+class Reconstructor(ABC):
+    """A trained model as the evaluation sees it."""
+
+    name: str
+
+    @abstractmethod
+    def supported_settings(self) -> frozenset[str]:
+        """Names of the `TestTimeSettings` fields this model can apply."""
+
+    def unsupported(self, settings: TestTimeSettings) -> frozenset[str]:
+        """The requested settings this model cannot run under (a noise seed is never one of them)."""
+        return frozenset(settings.requested()) - {NOISE_SEED} - self.supported_settings()
+
+    def applicable(self, settings: TestTimeSettings) -> dict[str, Any]:
+        """The settings to apply: all requested ones, the noise seed only where the model draws noise."""
+        unsupported = self.unsupported(settings)
+        if unsupported:
+            raise UnsupportedSettings(f"Model '{self.name}' has no test-time setting {', '.join(sorted(unsupported))}.")
+        return {k: v for k, v in settings.requested().items() if k in self.supported_settings()}
+
+    @abstractmethod
+    def reconstruct(self, batch: dict, kspace_delta: torch.Tensor | None, settings: TestTimeSettings) -> torch.Tensor:
+        """Magnitude image (batch, height, width) of ``batch`` with ``kspace_delta`` added, differentiable."""
+
+    @abstractmethod
+    def operator(self, batch: dict) -> MultiCoilOperator:
+        """A = M F S of ``batch`` as this model sees it (its sensitivity-map processing and FFTs)."""
+
+    @abstractmethod
+    def is_randomized(self, settings: TestTimeSettings) -> bool:
+        """Whether a reconstruction under ``settings`` draws noise."""
+
+    @abstractmethod
+    def describe(self) -> dict:
+        """What the report states about the model."""
+
+
+class EngineReconstructor(Reconstructor):
+    """A DIRECT engine with its weights; the output goes through the engine's own iteration, as in
+    ``direct predict``, so engine-specific processing (sensitivity-map normalisation or model) is included.
+
+    Parameters
+    ----------
+    name : str
+        Display name.
+    cfg : DictConfig
+        The DIRECT config the engine was built from.
+    engine : MRIModelEngine
+        The engine, weights loaded, in evaluation mode.
+    provenance : dict
+        Where it came from (config and checkpoint paths), for the report.
+    """
+
+    def __init__(self, name: str, cfg: Any, engine: Any, provenance: dict | None = None):
+        self.name = name
+        self.cfg = cfg
+        self.engine = engine
+        self.provenance = provenance or {}
+
+    @property
+    def module(self) -> torch.nn.Module:
+        model = self.engine.model
+        return model.module if hasattr(model, "module") else model
+
+    def use_dimensionality(self, ndim: int) -> None:
+        """DIRECT engines learn the dimensionality of the data from the dataset."""
+        self.engine.ndim = ndim
+
+    def reconstruct(self, batch: dict, kspace_delta: torch.Tensor | None, settings: TestTimeSettings) -> torch.Tensor:
+        # The engine overwrites data["sensitivity_map"] in the dict it gets: always hand it a fresh one.
+        data = dict(batch)
+        if kspace_delta is not None:
+            data["masked_kspace"] = batch["masked_kspace"] + kspace_delta
+        with self._applied(settings):
+            return direct_adapter.engine_magnitude(self.engine, data)
+
+    def operator(self, batch: dict) -> MultiCoilOperator:
+        sensitivity_map = self.engine.compute_sensitivity_map(batch["sensitivity_map"]).detach()
+        return MultiCoilOperator(
+            self.engine.forward_operator, self.engine.backward_operator, sensitivity_map, batch["sampling_mask"]
+        )
+
+    def _applied(self, settings: TestTimeSettings) -> contextlib.AbstractContextManager:
+        self.applicable(settings)
+        return contextlib.nullcontext()
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            **self.provenance,
+            "model_name": self.cfg.model.model_name,
+            "engine": type(self.engine).__name__,
+            "parameters": sum(p.numel() for p in self.module.parameters()),
+            "randomized": self.is_randomized(TestTimeSettings()),
+        }
+
+
+class NativeReconstructor(EngineReconstructor):
+    """A DIRECT-native model (VarNet, RIM, ...): deterministic, no test-time settings."""
+
+    def supported_settings(self) -> frozenset[str]:
+        return frozenset()
+
+    def is_randomized(self, settings: TestTimeSettings) -> bool:
+        return False
+
+
+class PluginReconstructor(EngineReconstructor):
+    """A plugin model (MoDL, SMUG family): settings applied through the network's ``test_time`` context."""
+
+    def supported_settings(self) -> frozenset[str]:
+        return frozenset(self.module.supported_test_time_settings())
+
+    @contextlib.contextmanager
+    def _applied(self, settings: TestTimeSettings) -> Iterator[None]:
+        with self.module.test_time(**self.applicable(settings)):
+            yield
+
+    def is_randomized(self, settings: TestTimeSettings) -> bool:
+        with self._applied(settings):
+            return bool(self.module.is_randomized)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "test_time_settings": sorted(self.supported_settings())}
+
+
+def engine_reconstructor(name: str, cfg: Any, engine: Any, provenance: dict | None = None) -> EngineReconstructor:
+    """The reconstructor of a DIRECT engine: a plugin model when its network has the test-time interface."""
+    model = engine.model
+    module = model.module if hasattr(model, "module") else model
+    kind = PluginReconstructor if isinstance(module, SupportsTestTime) else NativeReconstructor
+    return kind(name, cfg, engine, provenance)
+
+
+@dataclass(frozen=True)
+class ConfiguredModel:
+    """A reconstructor under one condition's test-time settings: the model an attack sees.
+
+    Parameters
+    ----------
+    reconstructor : Reconstructor
+        The model.
+    settings : TestTimeSettings
+        The condition's settings; ``reconstruct`` may add a noise seed per call.
+    """
+
+    reconstructor: Reconstructor
+    settings: TestTimeSettings = TestTimeSettings()
+
+    @property
+    def name(self) -> str:
+        return self.reconstructor.name
+
+    @property
+    def is_randomized(self) -> bool:
+        return self.reconstructor.is_randomized(self.settings)
+
+    def reconstruct(
+        self, batch: dict, kspace_delta: torch.Tensor | None = None, noise_seed: int | None = None
+    ) -> torch.Tensor:
+        settings = self.settings if noise_seed is None else replace(self.settings, noise_seed=noise_seed)
+        return self.reconstructor.reconstruct(batch, kspace_delta, settings)
+
+    def operator(self, batch: dict) -> MultiCoilOperator:
+        return self.reconstructor.operator(batch)
+
+    def with_reconstructor(self, reconstructor: Reconstructor) -> "ConfiguredModel":
+        """``reconstructor`` under the same settings; raises `UnsupportedSettings` if it cannot run them."""
+        unsupported = reconstructor.unsupported(self.settings)
+        if unsupported:
+            raise UnsupportedSettings(
+                f"Model '{reconstructor.name}' has no test-time setting {', '.join(sorted(unsupported))}."
+            )
+        return ConfiguredModel(reconstructor, self.settings)
