@@ -95,7 +95,74 @@ class DirectPluginFinder:
         return importlib.machinery.ModuleSpec(fullname, _AliasLoader(target))
 
 
+PLUGIN_PACKAGE_DIR = __file__.rsplit("/", 1)[0] + "/"
+# Exceptions that carry a message written for the user (file, key, fix) when a plugin function raises them.
+_INPUT_ERRORS = ("ValueError", "FileNotFoundError", "KeyError", "PluginModelNotFoundError")
+
+
+def is_plugin_input_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is bad input of a plugin model: raised by plugin code, or a config key error of a plugin
+    config (OmegaConf names the config class, e.g. ``SMUGConfig``)."""
+    if type(exc).__module__ == "omegaconf.errors":
+        text = str(exc)
+        return any(f"'{name}Config'" in text for name in available_model_classes())
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    raised_here = last is not None and last.tb_frame.f_code.co_filename.startswith(PLUGIN_PACKAGE_DIR)
+    return raised_here and type(exc).__name__ in _INPUT_ERRORS
+
+
+def available_model_classes() -> list[str]:
+    """Class names of every registered plugin model (``SMUG`` for ``smug.smug.SMUG``)."""
+    names = []
+    for namespace, package in registered_namespaces().items():
+        names += [model.rsplit(".", 1)[-1] for model in available_models(namespace, package)]
+    return names
+
+
+def _one_line_errors(previous):
+    """An excepthook for the ``direct`` command: a plugin's input error is one line, anything else unchanged."""
+
+    def hook(exc_type, exc, tb):
+        if not is_plugin_input_error(exc):
+            return previous(exc_type, exc, tb)
+        message = " ".join(str(exc).split())
+        if type(exc).__module__ == "omegaconf.errors":
+            message = _config_key_hint(exc, message)
+        sys.stderr.write(f"direct: error: {message}\n")
+        return None
+
+    return hook
+
+
+def _config_key_hint(exc: BaseException, message: str) -> str:
+    """Names the YAML (``--cfg``) and the keys the plugin config accepts."""
+    import dataclasses
+
+    from smug_plugin.models import config
+
+    argv = sys.argv
+    cfg = argv[argv.index("--cfg") + 1] if "--cfg" in argv[:-1] else "the --cfg YAML"
+    for name in available_model_classes():
+        if f"'{name}Config'" in message:
+            keys = sorted(f.name for f in dataclasses.fields(getattr(config, f"{name}Config")))
+            return f"{message.split(' full_key')[0]} in the `model:` section of {cfg}; valid keys: {', '.join(keys)}."
+    return message
+
+
+def _is_direct_command() -> bool:
+    argv = getattr(sys, "orig_argv", None) or sys.argv
+    return len(argv) > 1 and argv[1].rsplit("/", 1)[-1] == "direct"
+
+
 def install() -> None:
-    """Put the finder first on ``sys.meta_path`` (it declines every name outside ``direct.nn.*`` at once)."""
+    """Put the finder first on ``sys.meta_path`` (it declines every name outside ``direct.nn.*`` at once), and in the
+    ``direct`` command, report a plugin's input errors (bad checkpoint, unknown config key) in one line instead of a
+    traceback."""
     if not any(isinstance(finder, DirectPluginFinder) for finder in sys.meta_path):
         sys.meta_path.insert(0, DirectPluginFinder())
+    if _is_direct_command():
+        sys.excepthook = _one_line_errors(sys.excepthook)

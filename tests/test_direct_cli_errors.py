@@ -1,0 +1,58 @@
+"""Bad plugin input under the unmodified ``direct train``: one line naming the file, the key and the fix."""
+
+import pathlib
+import subprocess
+
+import pytest
+from conftest import PROJECTS_DIR, direct_command, shrink_project
+
+from smug_plugin.direct_hook import is_plugin_input_error
+
+
+def direct_train(cfg: pathlib.Path, data: pathlib.Path, cwd: pathlib.Path) -> subprocess.CompletedProcess:
+    roots = ["--training-root", str(data / "train"), "--validation-root", str(data / "val")]
+    command = direct_command("train", str(cwd / "runs"), "--cfg", str(cfg), *roots, "--device", "cpu")
+    return subprocess.run(
+        [*command, "--num-workers", "0"], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ({"denoiser_checkpoint": "{tmp}/random.pt"}, ["random.pt", "not a PyTorch checkpoint", "point model."]),
+        ({"unknown_key": 3}, ["'unknown_key'", "SMUGConfig", "valid keys:", "num_samples"]),
+    ],
+    ids=["corrupt-denoiser-checkpoint", "unknown-model-key"],
+)
+def test_direct_train_reports_plugin_input_errors_in_one_line(tiny_demo_data, tmp_path, overrides, expected):
+    (tmp_path / "random.pt").write_bytes(b"\x00not a checkpoint" * 8)
+    overrides = {k: (v.format(tmp=tmp_path) if isinstance(v, str) else v) for k, v in overrides.items()}
+    cfg = shrink_project(PROJECTS_DIR / "demo" / "smug.yaml", tmp_path / "smug.yaml", model_overrides=overrides)
+    result = direct_train(cfg, tiny_demo_data, tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("direct: error: ")
+    assert all(text in last for text in expected), last
+    if "unknown_key" in overrides:
+        assert str(cfg) in last
+
+
+def _raise_in_plugin_code():
+    from smug_plugin.models.checkpoint import read_model_state
+
+    read_model_state(pathlib.Path("/nonexistent/model_0.pt"), "denoiser_checkpoint")
+
+
+def test_only_the_plugins_own_input_errors_are_shortened():
+    with pytest.raises(FileNotFoundError) as raised:
+        _raise_in_plugin_code()
+    assert is_plugin_input_error(raised.value)
+    with pytest.raises(ValueError) as elsewhere:
+        raise ValueError("a bug outside the plugin keeps its traceback")
+    assert not is_plugin_input_error(elsewhere.value)
+    with pytest.raises(ZeroDivisionError) as bug:
+        _ = 1 / 0
+    assert not is_plugin_input_error(bug.value)
