@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from smug_plugin.robustness.loop import RunSettings
+    from smug_plugin.robustness.output_lock import output_dir_lock
     from smug_plugin.robustness.protocol import ProtocolError
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
@@ -70,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     try:
-        paths = run_evaluation(args.model, args.protocol, settings)
+        with output_dir_lock(args.output_dir):  # one run per output folder, checked before anything is loaded
+            paths = run_evaluation(args.model, args.protocol, settings)
     except (FileNotFoundError, FileExistsError, ProtocolError, ValueError) as e:
         print(f"smug evaluate: error: {e}", file=sys.stderr)
         return 2

@@ -4,7 +4,7 @@ Attacks and noise act on DIRECT's normalised, masked multi-coil k-space (``maske
 DIRECT's own inference transforms, so every model, plugin or native, is evaluated on exactly the data it would see in
 ``direct predict``.
 
-Layers, each importing only the ones below it: ``cli.evaluate`` -> `loop` -> `attacks`, `reconstructors`,
-`batches`, `records`, `protocol` (with `sweeps`); `reports` read the records and never import the loop. Every call
-of a private DIRECT function is in `direct_adapter`.
+Layers, each importing only the ones below it: ``cli.evaluate`` (holding the `output_lock`) -> `loop` -> `attacks`,
+`reconstructors`, `batches`, `records`, `seeds`, `protocol` (with `sweeps`); `reports` read the records and never
+import the loop. Every call of a private DIRECT function is in `direct_adapter`.
 """

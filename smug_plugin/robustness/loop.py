@@ -1,8 +1,9 @@
 """The evaluation loop: every data batch x every condition (perturbation under test-time settings) x every model.
 
 The loop knows conditions, models and records, not individual attacks or sweeps: each condition's perturbation is
-an attack object called the same way for every model. Seeds are derived from (run seed, condition, batch), never
-from the order of work, so a resumed run gives the same numbers as an uninterrupted one.
+an attack object called the same way for every model. Seeds are derived from what a unit is (`seeds`), never from
+the order of work, and each unit's panel images are stored with its records, so a resumed run gives the same numbers
+and figures as an uninterrupted one.
 """
 
 import pathlib
@@ -10,6 +11,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from smug_plugin.robustness import direct_adapter
@@ -22,7 +24,8 @@ from smug_plugin.robustness.reconstructors import (
     EngineReconstructor,
     UnsupportedSettings,
 )
-from smug_plugin.robustness.records import PANELS, RecordStore, save_panels
+from smug_plugin.robustness.records import RecordStore, Unit
+from smug_plugin.robustness.seeds import clean_seed
 
 
 @dataclass
@@ -38,28 +41,32 @@ class RunSettings:
     progress: bool = True
 
 
-def clean_seed(condition: Condition, base: int, batch_key: str) -> int:
-    """Noise seed of the clean reconstructions of a batch.
-
-    The clean reconstruction is shared by all conditions of a batch (and cached); its seed is that of a condition
-    named ``clean/<perturbation>``, i.e. it depends on the perturbation of the condition that computes it first.
-    Kept as in earlier versions so that their numbers can be reproduced; a separate change makes it independent.
-    """
-    return Condition("clean", condition.perturbation).seed(base, batch_key)
-
-
 class CleanReconstructions:
-    """The clean reconstruction of each model under each test-time setting, computed once per batch."""
+    """The clean reconstruction of each model under each test-time setting, computed once per batch.
 
-    def __init__(self, batch: dict):
+    Parameters
+    ----------
+    batch : dict
+        The batch as acquired.
+    base : int
+        The run seed.
+    data, batch_key : str
+        The data and the batch key of the batch, named by the noise seed (`seeds.clean_seed`).
+    """
+
+    def __init__(self, batch: dict, base: int, data: str, batch_key: str):
         self.batch = batch
+        self.base, self.data, self.batch_key = base, data, batch_key
         self._cache: dict[tuple, torch.Tensor] = {}
 
-    def get(self, model: ConfiguredModel, seed: int) -> torch.Tensor:
+    def seed(self, model: ConfiguredModel) -> int:
+        return clean_seed(self.base, model.name, model.settings, self.data, self.batch_key)
+
+    def get(self, model: ConfiguredModel) -> torch.Tensor:
         key = (model.name, model.settings)
         if key not in self._cache:
             with torch.no_grad():
-                self._cache[key] = model.reconstruct(self.batch, None, noise_seed=seed)
+                self._cache[key] = model.reconstruct(self.batch, None, noise_seed=self.seed(model))
         return self._cache[key]
 
 
@@ -75,15 +82,16 @@ class Measurement:
 
 
 def slice_records(
+    unit: Unit,
     condition: Condition,
     model: str,
     batch: dict,
-    batch_key: str,
-    seed: int,
+    seeds: tuple[int, int],
     measurement: Measurement,
     metrics: list[dict],
 ) -> list[dict]:
-    """One record per slice: where it came from, the perturbation's facts, image metrics and robustness errors."""
+    """One record per slice: where it came from, its seeds (condition, clean reconstruction), the perturbation's
+    facts, image metrics and robustness errors."""
     errors = robustness_errors(measurement.output, measurement.clean, measurement.kspace_delta)
     return [
         {
@@ -92,10 +100,12 @@ def slice_records(
             "sweep_value": condition.sweep_value,
             "perturbation": condition.perturbation.name,
             "model": model,
-            "batch": batch_key,
+            "data": unit[0],
+            "batch": unit[2],
             "file": pathlib.Path(batch["filename"][i]).name,
             "slice": int(batch["slice_no"][i]),
-            "seed": seed,
+            "seed": seeds[0],
+            "clean_seed": seeds[1],
             **measurement.outcome.facts(i),
             **m,
             **e,
@@ -123,8 +133,7 @@ class Evaluator:
         # Data come from one model's YAML (the reference) so every model sees identical batches.
         self.data_model = self.models[self.reference]
         self.timings: dict[str, float] = defaultdict(float)
-        # First slice of the first batch, per perturbation and model, for the image panels.
-        self.panels: dict[str, object] = {}
+        # The panels show the first slice of the first batch of the main conditions, per perturbation and model.
         self.first_batch: str | None = None
 
     def attack_for(self, condition: Condition) -> Attack:
@@ -158,39 +167,40 @@ class Evaluator:
                 t0 = time.perf_counter()
                 batch = load_batch(dataset, indices, self.settings.device)
                 self.timings["data_s"] += time.perf_counter() - t0
-                cleans = CleanReconstructions(batch)
+                cleans = CleanReconstructions(batch, self.settings.seed, data_id, batch_key)
                 for condition in todo:
                     bar.set_postfix_str(condition.id)
-                    records = self.evaluate_unit(condition, batch, batch_key, cleans)
-                    for r in records:
-                        r["data"] = data_id
-                    store.append_unit((data_id, condition.id, batch_key), records)
-            if self.panels:
-                save_panels(self.settings.output_dir / PANELS, self.panels)
+                    unit = (data_id, condition.id, batch_key)
+                    store.append_unit(unit, *self.evaluate_unit(unit, condition, batch, cleans))
             if on_progress is not None:
                 on_progress()
 
     def evaluate_unit(
-        self, condition: Condition, batch: dict, batch_key: str, cleans: CleanReconstructions
-    ) -> list[dict]:
-        """Per-slice records of every model that can run under ``condition`` (the others are reported n/a)."""
+        self, unit: Unit, condition: Condition, batch: dict, cleans: CleanReconstructions
+    ) -> tuple[list[dict], dict[str, np.ndarray]]:
+        """Per-slice records of every model that can run under ``condition`` (the others are reported n/a), and
+        the unit's panel images (none unless it is a main condition on the first batch)."""
+        batch_key = unit[2]
         seed = condition.seed(self.settings.seed, batch_key)
-        reference_seed = clean_seed(condition, self.settings.seed, batch_key)
-        targets = Targets(batch["target"], lambda model: cleans.get(model, reference_seed))
+        targets = Targets(batch["target"], cleans.get)
         attack = self.attack_for(condition)
         resolution = direct_adapter.output_resolution(self.data_model.cfg.inference.crop, batch)
         target_image = direct_adapter.scaled_image(batch["target"], batch, resolution)
-        records = []
+        with_panels = condition.group == "main" and batch_key == self.first_batch
+        records, panels = [], {}
         for reconstructor in self.models.values():
             model = ConfiguredModel(reconstructor, condition.settings)
             measurement = self.measure(model, attack, batch, targets, seed)
             if measurement is None:
                 continue  # reported as n/a
             image = direct_adapter.scaled_image(measurement.output, batch, resolution)
-            self._keep_panel(condition, model.name, batch_key, image, target_image)
+            if with_panels:
+                panels[f"{condition.perturbation.name}|{model.name}"] = image[0].detach().cpu().numpy()
+                panels["target"] = target_image[0].detach().cpu().numpy()
             metrics = slice_metrics(target_image, image)
-            records += slice_records(condition, model.name, batch, batch_key, seed, measurement, metrics)
-        return records
+            seeds = (seed, cleans.seed(model))
+            records += slice_records(unit, condition, model.name, batch, seeds, measurement, metrics)
+        return records, panels
 
     def measure(
         self, model: ConfiguredModel, attack: Attack, batch: dict, targets: Targets, seed: int
@@ -212,8 +222,3 @@ class Evaluator:
             with torch.no_grad():
                 output = model.reconstruct(batch, delta, noise_seed=seed)
         return Measurement(outcome, output, reference, delta, time.perf_counter() - t0)
-
-    def _keep_panel(self, condition: Condition, model: str, batch_key: str, image, target_image) -> None:
-        if condition.group == "main" and batch_key == self.first_batch:
-            self.panels[f"{condition.perturbation.name}|{model}"] = image[0].detach().cpu().numpy()
-            self.panels["target"] = target_image[0].detach().cpu().numpy()

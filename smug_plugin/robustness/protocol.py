@@ -8,7 +8,6 @@ by their file stem: ``smug evaluate --protocol paper``; a path to any other file
 import dataclasses
 import importlib.resources
 import pathlib
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib.resources.abc import Traversable
@@ -16,6 +15,7 @@ from typing import Any
 
 from smug_plugin.robustness.attacks import Attack, AttackSettings, attack_class, build_attack
 from smug_plugin.robustness.reconstructors import TestTimeSettings
+from smug_plugin.robustness.seeds import derive_seed
 from smug_plugin.robustness.sweeps import SWEEPS
 
 TRANSFER_FROM_EACH = "each"
@@ -118,7 +118,7 @@ class Condition:
 
     def seed(self, base: int, batch_key: str) -> int:
         """Seed of this condition on one batch, independent of run order so that --resume reproduces numbers."""
-        return (base * 1_000_003 + zlib.crc32(f"{self.id}|{batch_key}".encode())) % (2**31 - 1)
+        return derive_seed(base, self.id, batch_key)
 
     def with_overrides(self, **overrides: Any) -> "Condition":
         """This condition with a sweep's overrides: ``acceleration``, ``center_fraction``, ``budget`` and the

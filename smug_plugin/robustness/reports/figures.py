@@ -7,7 +7,7 @@ import numpy as np
 
 from smug_plugin.atomic import atomic_path
 from smug_plugin.robustness.metrics import summarize
-from smug_plugin.robustness.records import PANELS
+from smug_plugin.robustness.records import load_panels
 from smug_plugin.robustness.sweeps import SWEEPS
 
 
@@ -59,10 +59,9 @@ def panel_figure(output_dir: pathlib.Path, models: list[str]) -> dict[str, pathl
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    source = output_dir / PANELS
-    if not source.exists():
+    data = load_panels(output_dir)
+    if "target" not in data:
         return {}
-    data = dict(np.load(source))
     target = data.pop("target")
     perts = sorted({k.split("|")[0] for k in data})
     vmax = float(target.max())
