@@ -33,7 +33,8 @@ def checkpoint_fix(setting: str) -> str:
 
 def describe_file(path: pathlib.Path) -> str:
     """What a file that torch cannot read appears to be, from its size and first bytes."""
-    head = path.read_bytes()[:8] if path.stat().st_size else b""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
     if not head:
         return "an empty file"
     for signature, what in _SIGNATURES.items():

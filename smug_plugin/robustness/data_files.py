@@ -60,7 +60,8 @@ def check_data_root(data_root: pathlib.Path) -> list[DataIssue]:
         except OSError as error:  # what DIRECT's dataset catches to skip a file
             issues.append(DataIssue(path.name, f"skipped: cannot be opened as HDF5 (truncated or corrupt): {error}"))
     if len(issues) == len(files):
-        raise DataError(f"None of the {len(files)} h5 files in {data_root} can be opened: {issues[0].problem}.")
+        first = issues[0]
+        raise DataError(f"None of the {len(files)} h5 files in {data_root} is readable ({first.file} {first.problem}).")
     return issues
 
 

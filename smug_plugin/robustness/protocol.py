@@ -147,6 +147,7 @@ class Protocol:
     seed: int
     perturbations: list[PerturbationSpec]
     sweeps: dict[str, dict] = field(default_factory=dict)
+    source: str = field(default="", compare=False)  # the file or shipped name, for error messages
 
     def perturbation(self, name: str) -> PerturbationSpec:
         for p in self.perturbations:
@@ -171,8 +172,8 @@ class Protocol:
         for p in self.perturbations:
             if p.transfer_from not in (None, TRANSFER_FROM_EACH, *names):
                 raise ProtocolError(
-                    f"Perturbation '{p.name}' transfers from '{p.transfer_from}', which is not a --model "
-                    f"(models: {', '.join(names)}; or 'each')."
+                    f"{self.source or self.name}: perturbation '{p.name}' transfers from '{p.transfer_from}', which "
+                    f"is not a --model (models: {', '.join(names)}; or 'each')."
                 )
 
     def conditions(self) -> list[Condition]:
@@ -232,7 +233,7 @@ def _parse(text: str, where: str, default_name: str) -> Protocol:
     except Exception as e:  # yaml.YAMLError and omegaconf errors alike
         raise ProtocolError(f"Could not parse robustness protocol {where}: {describe_config_error(e)}") from None
     try:
-        return _validated(raw, default_name)
+        return replace(_validated(raw, default_name), source=where)
     except ProtocolError as e:
         raise ProtocolError(f"{where}: {e}") from None
 
