@@ -63,6 +63,8 @@ def _read_yaml(name: str, config: pathlib.Path) -> None:
 
     try:
         cfg = OmegaConf.load(config)
+    except OSError as e:
+        raise ValueError(f"Model '{name}': {config} cannot be read ({e.strerror}): check its permissions.") from None
     except Exception as e:  # yaml.YAMLError and omegaconf errors alike
         raise ValueError(f"Model '{name}': {config} is {describe_config_error(e)}: fix the file.") from None
     model = cfg.get("model") if isinstance(cfg, DictConfig) else None
@@ -108,8 +110,9 @@ def load_weights(spec: ModelSpec, engine: Any) -> None:
     """Load the checkpoint's weights into the engine's model (and additional models), as ``direct predict`` does,
     but read with ``torch.load(weights_only=True)`` and only into modules whose keys and shapes it matches exactly.
 
-    DIRECT's own `Checkpointer` unpickles without ``weights_only`` and accepts unexpected keys with a log line; a
-    checkpoint of another model would then be evaluated under the YAML's model name.
+    DIRECT's own `Checkpointer` calls ``torch.load`` without ``weights_only`` (so torch < 2.6, or
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, unpickle in full and run what the file asks for) and accepts unexpected
+    keys with a log line, so a checkpoint of another model would be evaluated under the YAML's model name.
 
     Raises
     ------
