@@ -49,3 +49,11 @@ def test_engine_iteration_gives_a_differentiable_magnitude_image(loaded, name):
     assert output.shape == batch["target"].shape and torch.all(output >= 0)
     (grad,) = torch.autograd.grad(output.sum(), delta)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_header_parsing_gives_what_the_data_checks_compare():
+    from smug_plugin.data.fastmri_h5 import ismrmrd_header
+
+    parsed = direct_adapter.parse_fastmri_header(ismrmrd_header((32, 24), (32.0, 24.0), 1.0, 3, 4).encode())
+    assert parsed["encoding_size"] == (32, 24, 1) and parsed["reconstruction_size"] == (32, 24, 1)
+    assert (parsed["padding_left"], parsed["padding_right"]) == (0, 24)

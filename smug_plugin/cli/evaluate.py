@@ -55,10 +55,11 @@ def run(args: argparse.Namespace) -> int:
     from smug_plugin.robustness.output_lock import output_dir_lock
     from smug_plugin.robustness.protocol import ProtocolError
 
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    if args.batch_size < 1 or (args.max_slices is not None and args.max_slices < 1):
-        print("smug evaluate: --batch-size and --max-slices must be positive.", file=sys.stderr)
+    problem = argument_problem(args)
+    if problem is not None:
+        print(f"smug evaluate: error: {problem}", file=sys.stderr)
         return 2
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     settings = RunSettings(
         data_root=args.data_root,
         output_dir=args.output_dir,
@@ -73,12 +74,54 @@ def run(args: argparse.Namespace) -> int:
     try:
         with output_dir_lock(args.output_dir):  # one run per output folder, checked before anything is loaded
             paths = run_evaluation(args.model, args.protocol, settings)
-    except (FileNotFoundError, FileExistsError, ProtocolError, ValueError) as e:
+    except (OSError, ProtocolError, ValueError) as e:  # OSError: a file that cannot be read or written, named
         print(f"smug evaluate: error: {e}", file=sys.stderr)
         return 2
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
+
+
+def argument_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line, checked before anything is loaded (None: nothing)."""
+    import os
+
+    from smug_plugin.robustness.protocol import is_seed
+
+    counts = {"--batch-size": args.batch_size, "--max-slices": args.max_slices, "--threads": args.threads}
+    for option, value in counts.items():
+        if value is not None and value < 1:
+            return f"{option} must be positive, got {value}."
+    if args.seed is not None and not is_seed(args.seed):
+        return f"--seed must be in [0, 2**32 - 1], got {args.seed}."
+    device = device_problem(args.device)
+    if device is not None:
+        return device
+    existing = next(p for p in [args.output_dir, *args.output_dir.absolute().parents] if p.exists())
+    if not existing.is_dir():
+        return f"--output-dir {args.output_dir}: {existing} is a file, not a folder; give a folder for the results."
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"--output-dir {args.output_dir}: {existing} is not writable; give a folder you can write to."
+    return None
+
+
+def device_problem(device: str) -> str | None:
+    """Why torch cannot compute on ``device`` here (None: it can)."""
+    import torch
+
+    try:
+        kind = torch.device(device)
+    except RuntimeError:
+        return f"--device {device!r} is not a torch device (cpu, cuda, cuda:1, mps)."
+    if kind.type == "cuda" and not torch.cuda.is_available():
+        return f"--device {device}: torch {torch.__version__} finds no usable CUDA GPU here; use --device cpu."
+    if kind.type == "cuda" and kind.index is not None and kind.index >= torch.cuda.device_count():
+        return f"--device {device}: there are {torch.cuda.device_count()} CUDA GPUs (cuda:0 ...); choose one of them."
+    if kind.type == "mps" and not torch.backends.mps.is_available():
+        return f"--device {device}: no MPS device is available here; use --device cpu."
+    if kind.type not in ("cpu", "cuda", "mps"):
+        return f"--device {device}: smug evaluate runs on cpu, cuda or mps."
+    return None
 
 
 def _manifest(models, protocol, settings) -> dict:
@@ -113,12 +156,14 @@ def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, se
         Data, output, seed, device, batching, resume.
     """
     import random
+    import sys
     import time
 
     import numpy as np
     import torch
 
-    from smug_plugin.robustness.checkpoints import ModelSpec, load_reconstructor
+    from smug_plugin.robustness.checkpoints import ModelSpec, load_reconstructor, training_config_warnings
+    from smug_plugin.robustness.data_files import check_data_root
     from smug_plugin.robustness.loop import Evaluator
     from smug_plugin.robustness.protocol import load_protocol
     from smug_plugin.robustness.records import open_store
@@ -133,13 +178,22 @@ def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, se
     specs = [ModelSpec.parse(s) for s in model_specs]
     for spec in specs:
         spec.check_files()  # fail on a missing checkpoint before spending time on loading others
+    protocol.check_models([spec.name for spec in specs])
     if not pathlib.Path(settings.data_root).is_dir():
         raise FileNotFoundError(f"Data root not found: {settings.data_root}")
+    data_issues = [issue.to_dict() for issue in check_data_root(pathlib.Path(settings.data_root))]
+    for issue in data_issues:
+        print(f"smug evaluate: WARNING: {issue['file']}: {issue['problem']}", file=sys.stderr)
     torch.manual_seed(settings.seed)
     random.seed(settings.seed)
     np.random.seed(settings.seed)
     settings.output_dir.mkdir(parents=True, exist_ok=True)
-    models = [load_reconstructor(spec, settings.device, settings.output_dir / "direct_logs") for spec in specs]
+    models, warnings = [], []
+    for spec in specs:
+        models.append(load_reconstructor(spec, settings.device, settings.output_dir / "direct_logs"))
+        for warning in training_config_warnings(spec, models[-1].cfg):
+            print(f"smug evaluate: WARNING: {warning}", file=sys.stderr)
+            warnings.append(warning)
     store = open_store(settings.output_dir, _manifest(models, protocol, settings), settings.resume)
     evaluator = Evaluator(models, protocol, settings)
     protocol = evaluator.protocol  # with transfer_from: each expanded per source model
@@ -176,6 +230,8 @@ def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, se
             protocol.to_dict(),
             run_facts(complete),
             layout,
+            data_issues,
+            warnings,
         )
 
     evaluator.run(store, on_progress=lambda: report(False))

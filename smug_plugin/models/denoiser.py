@@ -6,7 +6,7 @@ import torch
 from direct.nn.didn.didn import DIDN as DirectDIDN
 from torch import nn
 
-from smug_plugin.models.checkpoint import checkpoint_fix, read_model_state
+from smug_plugin.models.checkpoint import checkpoint_fix, read_model_state, state_mismatch
 
 # Every model of the family keeps its denoiser under this attribute, so checkpoints map one-to-one.
 DENOISER_PREFIX = "denoiser."
@@ -74,7 +74,7 @@ def load_denoiser_state(
         raise ValueError(
             f"{where} holds no denoiser weights (no key starts with {DENOISER_PREFIX!r}): {checkpoint_fix(setting)}."
         )
-    mismatch = _state_mismatch(denoiser.state_dict(), weights)
+    mismatch = state_mismatch(denoiser.state_dict(), weights)
     if mismatch:
         raise ValueError(
             f"The denoiser in {where} does not fit this model's denoiser ({mismatch}): check "
@@ -82,28 +82,6 @@ def load_denoiser_state(
             f"config; or {checkpoint_fix(setting)}."
         )
     denoiser.load_state_dict(weights, strict=True)
-
-
-def _state_mismatch(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> str:
-    """A one-line summary of the keys and shapes in which ``given`` differs from ``expected`` ('' if none)."""
-    missing = sorted(expected.keys() - given.keys())
-    unexpected = sorted(given.keys() - expected.keys())
-    reshaped = sorted(k for k in expected.keys() & given.keys() if expected[k].shape != given[k].shape)
-    parts = []
-    if reshaped:
-        key = reshaped[0]
-        parts.append(
-            f"{_tensors(reshaped)} of another shape, e.g. {key}: {tuple(given[key].shape)} in the checkpoint, "
-            f"{tuple(expected[key].shape)} here"
-        )
-    for what, keys in (("missing", missing), ("unexpected", unexpected)):
-        if keys:
-            parts.append(f"{_tensors(keys)} {what}, e.g. {keys[0]}")
-    return "; ".join(parts)
-
-
-def _tensors(keys: list[str]) -> str:
-    return f"{len(keys)} tensor{'s' * (len(keys) != 1)}"
 
 
 def apply_denoiser(denoiser: nn.Module, image: torch.Tensor) -> torch.Tensor:

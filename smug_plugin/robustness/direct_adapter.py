@@ -33,3 +33,11 @@ def scaled_image(image: torch.Tensor, batch: dict, resolution: list[int] | None)
     from direct.nn.mri_models import _process_output
 
     return _process_output(image, batch["scaling_factor"], resolution).squeeze(1)
+
+
+def parse_fastmri_header(xml_header: str | bytes) -> dict:
+    """What DIRECT's FastMRI dataset reads from an ISMRMRD header: ``encoding_size``, ``reconstruction_size``,
+    ``padding_left`` and ``padding_right`` (the k-space columns outside them are zeroed)."""
+    from direct.data.datasets import _parse_fastmri_header
+
+    return _parse_fastmri_header(xml_header)

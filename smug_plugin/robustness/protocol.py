@@ -52,16 +52,27 @@ class PerturbationSpec:
 
     @classmethod
     def from_entry(cls, raw: Any) -> "PerturbationSpec":
-        """Parse and validate one entry of a protocol's ``perturbations`` list."""
+        """Parse and validate one entry of a protocol's ``perturbations`` list.
+
+        Raises
+        ------
+        ProtocolError
+            A missing or malformed name or kind, an unknown kind, or bad settings (see `AttackSettings.from_entry`).
+        """
         if not isinstance(raw, Mapping) or "name" not in raw or "kind" not in raw:
             raise ProtocolError(f"Every perturbation needs a 'name' and a 'kind' (clean, gaussian, pgd); got {raw!r}.")
         entry = dict(raw)
         name, kind, transfer_from = entry.pop("name"), entry.pop("kind"), entry.pop("transfer_from", None)
+        # Names become condition ids ("<group>/<name>") and transfer names ("<name>@<source>").
+        if not isinstance(name, str) or not name or any(c in name for c in ("/", TRANSFER_SEPARATOR)):
+            raise ProtocolError(f"Perturbation name {name!r} must be a non-empty string without '/' or '@'.")
+        if transfer_from is not None and not isinstance(transfer_from, str):
+            raise ProtocolError(f"Perturbation '{name}': 'transfer_from' must be a model name or 'each'.")
         try:
-            settings = attack_class(kind).Settings.from_entry(entry)
+            settings = attack_class(str(kind)).Settings.from_entry(entry)
         except ValueError as e:
             raise ProtocolError(f"Perturbation '{name}': {e}") from None
-        return cls(name, kind, settings, transfer_from)
+        return cls(name, str(kind), settings, transfer_from)
 
     def with_budget(self, value: float) -> "PerturbationSpec":
         """The same perturbation with another budget value (same convention and norm)."""
@@ -136,6 +147,7 @@ class Protocol:
     seed: int
     perturbations: list[PerturbationSpec]
     sweeps: dict[str, dict] = field(default_factory=dict)
+    source: str = field(default="", compare=False)  # the file or shipped name, for error messages
 
     def perturbation(self, name: str) -> PerturbationSpec:
         for p in self.perturbations:
@@ -154,6 +166,15 @@ class Protocol:
             else:
                 expanded.append(p)
         return replace(self, perturbations=expanded)
+
+    def check_models(self, names: list[str]) -> None:
+        """Raise ProtocolError if a perturbation transfers from a model that is not among ``names``."""
+        for p in self.perturbations:
+            if p.transfer_from not in (None, TRANSFER_FROM_EACH, *names):
+                raise ProtocolError(
+                    f"{self.source or self.name}: perturbation '{p.name}' transfers from '{p.transfer_from}', which "
+                    f"is not a --model (models: {', '.join(names)}; or 'each')."
+                )
 
     def conditions(self) -> list[Condition]:
         """Every condition to evaluate: main table first, then the sweeps in protocol order."""
@@ -205,28 +226,53 @@ def load_protocol(protocol: str | pathlib.Path) -> Protocol:
 def _parse(text: str, where: str, default_name: str) -> Protocol:
     from omegaconf import OmegaConf
 
+    from smug_plugin.robustness.config_errors import describe_config_error
+
     try:
         raw = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
     except Exception as e:  # yaml.YAMLError and omegaconf errors alike
-        raise ProtocolError(f"Could not parse robustness protocol {where}: {e}") from None
+        raise ProtocolError(f"Could not parse robustness protocol {where}: {describe_config_error(e)}") from None
+    try:
+        return replace(_validated(raw, default_name), source=where)
+    except ProtocolError as e:
+        raise ProtocolError(f"{where}: {e}") from None
+
+
+def _validated(raw: Any, default_name: str) -> Protocol:
+    """The protocol of a parsed YAML document, every value checked (ProtocolError): nothing fails once models load."""
     if not isinstance(raw, dict) or not isinstance(raw.get("perturbations"), list) or not raw["perturbations"]:
-        raise ProtocolError(f"{where}: a protocol is a mapping with a non-empty 'perturbations' list.")
+        raise ProtocolError("a protocol is a mapping with a non-empty 'perturbations' list.")
     unknown = set(raw) - PROTOCOL_KEYS
     if unknown:
-        raise ProtocolError(f"{where}: unknown top-level keys {sorted(unknown)}.")
+        raise ProtocolError(f"unknown top-level keys {sorted(unknown)} (known: {', '.join(sorted(PROTOCOL_KEYS))}).")
+    name, seed = raw.get("name", default_name), raw.get("seed", 0)
+    if not isinstance(name, str) or not name:
+        raise ProtocolError(f"'name' must be a non-empty string, got {name!r}.")
+    if not is_seed(seed):
+        raise ProtocolError(f"'seed' must be a whole number in [0, 2**32 - 1], got {seed!r}.")
     perturbations = [PerturbationSpec.from_entry(p) for p in raw["perturbations"]]
     names = [p.name for p in perturbations]
     if len(set(names)) != len(names):
-        raise ProtocolError(f"{where}: perturbation names must be unique, got {names}.")
+        raise ProtocolError(f"perturbation names must be unique, got {names}.")
     sweeps = raw.get("sweeps") or {}
+    if not isinstance(sweeps, dict):
+        raise ProtocolError(f"'sweeps' must be a mapping of sweep kinds ({', '.join(sorted(SWEEPS))}).")
     bad = set(sweeps) - set(SWEEPS)
     if bad:
-        raise ProtocolError(f"{where}: unknown sweeps {sorted(bad)}; known: {sorted(SWEEPS)}.")
-    for name, sweep in sweeps.items():
+        raise ProtocolError(f"unknown sweeps {sorted(bad)}; known: {sorted(SWEEPS)}.")
+    for sweep_name, sweep in sweeps.items():
         try:
-            SWEEPS[name].check(sweep)
+            SWEEPS[sweep_name].check(sweep)
         except ValueError as e:
-            raise ProtocolError(f"{where}: {e}") from None
-    protocol = Protocol(raw.get("name", default_name), int(raw.get("seed", 0)), perturbations, sweeps)
-    protocol.conditions()  # resolves every reference, raising ProtocolError on a dangling one
+            raise ProtocolError(str(e)) from None
+    protocol = Protocol(name, seed, perturbations, sweeps)
+    try:
+        protocol.conditions()  # resolves every reference and builds every swept budget
+    except ValueError as e:
+        raise ProtocolError(str(e)) from None
     return protocol
+
+
+def is_seed(value: Any) -> bool:
+    """Whether ``value`` is a seed numpy, torch and random all accept: an int in [0, 2**32 - 1]."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32

@@ -7,6 +7,7 @@ away from, and ``seed`` makes the attack reproducible. Attacks act on DIRECT's n
 """
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any, ClassVar, Protocol, Self
 import torch
 
 from smug_plugin.operators import MultiCoilOperator
-from smug_plugin.robustness.attacks.budgets import Budget
+from smug_plugin.robustness.attacks.budgets import Budget, parse_enum
 
 
 class AttackTarget(StrEnum):
@@ -101,14 +102,6 @@ class AttackOutcome:
         return facts
 
 
-def parse_enum(cls: type[StrEnum], value: Any, what: str) -> StrEnum:
-    """``cls(value)`` with an error that lists the allowed values."""
-    try:
-        return cls(value)
-    except ValueError:
-        raise ValueError(f"Unknown {what} '{value}'; expected one of: {', '.join(e.value for e in cls)}.") from None
-
-
 def _checked(kind: Any, value: Any, name: str) -> Any:
     if isinstance(kind, type) and issubclass(kind, StrEnum):
         return parse_enum(kind, value, name.replace("_", " "))
@@ -116,8 +109,8 @@ def _checked(kind: Any, value: Any, name: str) -> Any:
         raise ValueError(f"'{name}' must be true or false, got {value!r}.")
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ValueError(f"'{name}' must be an integer, got {value!r}.")
-    if kind is float and (isinstance(value, bool) or not isinstance(value, int | float)):
-        raise ValueError(f"'{name}' must be a number, got {value!r}.")
+    if kind is float and (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)):
+        raise ValueError(f"'{name}' must be a finite number, got {value!r}.")
     if kind is Budget and not isinstance(value, Budget):
         raise ValueError(f"'{name}' must be a Budget, got {value!r}.")
     return value

@@ -15,6 +15,14 @@ from typing import Any
 import torch
 
 
+def parse_enum(cls: type[StrEnum], value: Any, what: str) -> StrEnum:
+    """``cls(value)`` with an error that lists the allowed values."""
+    try:
+        return cls(value)
+    except ValueError:
+        raise ValueError(f"Unknown {what} '{value}'; expected one of: {', '.join(e.value for e in cls)}.") from None
+
+
 class NormType(StrEnum):
     """Norm of the perturbation ball; l_inf acts on real and imaginary parts separately."""
 
@@ -49,9 +57,10 @@ class Budget:
     norm: NormType = NormType.LINF
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "convention", BudgetConvention(self.convention))
-        object.__setattr__(self, "norm", NormType(self.norm))
-        if not isinstance(self.value, int | float) or not math.isfinite(self.value) or self.value < 0:
+        object.__setattr__(self, "convention", parse_enum(BudgetConvention, self.convention, "budget convention"))
+        object.__setattr__(self, "norm", parse_enum(NormType, self.norm, "norm"))
+        value = self.value
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
             raise ValueError(f"Budget value must be a finite number >= 0, got {self.value!r}.")
         if self.convention == BudgetConvention.RELATIVE_L2 and self.norm != NormType.L2:
             raise ValueError("Budget convention 'relative_l2' (||delta||/||y||) only applies to the l2 norm.")

@@ -65,8 +65,11 @@ class PGDSettings(AttackSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.steps < 0 or self.eot_samples < 1 or self.step_fraction <= 0:
-            raise ValueError("steps >= 0, eot_samples >= 1, step_fraction > 0 required.")
+        for name, value, bound in (("steps", self.steps, 0), ("eot_samples", self.eot_samples, 1)):
+            if value < bound:
+                raise ValueError(f"{name} >= {bound} required, got {value!r}.")
+        if self.step_fraction <= 0:
+            raise ValueError(f"step_fraction > 0 (a fraction of eps) required, got {self.step_fraction!r}.")
 
     def describe(self) -> str:
         draws = f"EOT over {self.eot_samples} draws/step" if self.eot_samples > 1 else "one noise draw per step"

@@ -33,6 +33,8 @@ CSV_FIELDS = [
     "ssim_delta_ref_ci95",
     "description",
 ]
+# The statistics columns of the CSV: "n/a" where there is no finite value.
+NUMERIC_SUFFIXES = ("_mean", "_std", "_ci95", "_delta_ref")
 
 
 def summarize_records(
@@ -77,23 +79,54 @@ def summarize_records(
     return rows
 
 
-def _fmt(x, digits: int = 2) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+def _missing(x) -> bool:
+    """No value, or one that JSON cannot hold (NaN, inf): written as null / "n/a"."""
+    return x is None or (isinstance(x, float) and not math.isfinite(x))
+
+
+def _fmt(x, digits: int = 2, sign: str = "") -> str:
+    return "n/a" if _missing(x) else f"{x:{sign}.{digits}f}"
+
+
+def json_ready(value):
+    """``value`` with every NaN and infinity replaced by None, so strict JSON parsers read the file."""
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return None if _missing(value) else value
 
 
 def _mean_std_delta(row: dict, metric: str, digits: int, is_reference: bool) -> str:
     """'23.84 ± 1.52 (+0.15)': the Table I cell; the reference model has no difference to itself."""
     text = f"{_fmt(row[f'{metric}_mean'], digits)} ± {_fmt(row[f'{metric}_std'], digits)}"
     delta = row.get(f"{metric}_delta_ref")
-    return text if is_reference or delta is None else f"{text} ({delta:+.{digits}f})"
+    return text if is_reference or delta is None else f"{text} ({_fmt(delta, digits, '+')})"
+
+
+def notices(data_issues: list[dict], warnings: list[str]) -> list[str]:
+    """The top of robustness.md: files the data loader skipped and warnings about the models, if any."""
+    lines = []
+    if data_issues:
+        lines += ["**Data issues** (these files are not in the numbers below):", ""]
+        lines += [f"- `{issue['file']}`: {issue['problem']}" for issue in data_issues] + [""]
+    if warnings:
+        lines += ["**Warnings:**", ""] + [f"- {warning}" for warning in warnings] + [""]
+    return lines
 
 
 def markdown_table(
-    rows: list[dict], models: list[str], reference: str, descriptions: dict[str, str], layout: list[dict]
+    rows: list[dict],
+    models: list[str],
+    reference: str,
+    descriptions: dict[str, str],
+    layout: list[dict],
+    preamble: list[str] | None = None,
 ) -> str:
     lines = [
         "# Robustness evaluation",
         "",
+        *(preamble or []),
         f"Reference model: **{reference}**. Values are mean ± std over the slices; in brackets the mean paired "
         "per-slice difference to the reference.",
         "",
@@ -149,11 +182,16 @@ def write_reports(
     protocol: dict,
     run: dict,
     layout: list[dict],
+    data_issues: list[dict] | None = None,
+    warnings: list[str] | None = None,
 ) -> dict[str, pathlib.Path]:
     """Write robustness.json / .csv / .md atomically from all records so far.
 
-    `layout` lists every condition of the protocol (condition id, group, sweep value, perturbation name).
+    `layout` lists every condition of the protocol (condition id, group, sweep value, perturbation name);
+    `data_issues` the data files that were skipped (`DataIssue.to_dict`), `warnings` what the user must know about
+    the models. Both head robustness.md. Values that are not finite are null in the JSON and n/a in the CSV.
     """
+    data_issues, warnings = data_issues or [], warnings or []
     names = [m["name"] for m in models]
     rows = summarize_records(records, reference, layout, names)
     descriptions = {p["name"]: p["description"] for p in protocol["perturbations"]}
@@ -165,16 +203,20 @@ def write_reports(
         "run": run,
         "versions": package_versions(),
         "budgets": descriptions,
+        "data_issues": data_issues,
+        "warnings": warnings,
         "summary": rows,
         "records": records,
     }
     paths = {k: output_dir / f"robustness.{k}" for k in ("json", "csv", "md")}
-    atomic_write_text(paths["json"], json.dumps(doc, indent=1, default=str, allow_nan=True))
+    atomic_write_text(paths["json"], json.dumps(json_ready(doc), indent=1, default=str, allow_nan=False))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({**row, "description": descriptions.get(row["perturbation"], "")})
+        cells = {k: "n/a" if k.endswith(NUMERIC_SUFFIXES) and _missing(v) else v for k, v in row.items()}
+        writer.writerow({**cells, "description": descriptions.get(row["perturbation"], "")})
     atomic_write_text(paths["csv"], buf.getvalue())
-    atomic_write_text(paths["md"], markdown_table(rows, names, reference, descriptions, layout))
+    preamble = notices(data_issues, warnings)
+    atomic_write_text(paths["md"], markdown_table(rows, names, reference, descriptions, layout, preamble))
     return paths
