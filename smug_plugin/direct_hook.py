@@ -104,8 +104,7 @@ def is_plugin_input_error(exc: BaseException) -> bool:
     """Whether ``exc`` is bad input of a plugin model: raised by plugin code, or a config key error of a plugin
     config (OmegaConf names the config class, e.g. ``SMUGConfig``)."""
     if type(exc).__module__ == "omegaconf.errors":
-        text = str(exc)
-        return any(f"'{name}Config'" in text for name in available_model_classes())
+        return _plugin_config_class(str(exc)) is not None
     tb = exc.__traceback__
     last = None
     while tb is not None:
@@ -138,19 +137,32 @@ def _one_line_errors(previous):
     return hook
 
 
+def _plugin_config_class(message: str) -> str | None:
+    """The plugin config class (``SMUGConfig``) an OmegaConf error message names, if any."""
+    import re
+
+    named = set(re.findall(r"\b(\w+Config)\b", message))
+    return next((f"{name}Config" for name in available_model_classes() if f"{name}Config" in named), None)
+
+
 def _config_key_hint(exc: BaseException, message: str) -> str:
-    """Names the YAML (``--cfg``) and the keys the plugin config accepts."""
+    """An OmegaConf error of a plugin config as one line: what is wrong, the key, the YAML (``--cfg``), the fix."""
     import dataclasses
+    import re
 
     from smug_plugin.models import config
 
     argv = sys.argv
     cfg = argv[argv.index("--cfg") + 1] if "--cfg" in argv[:-1] else "the --cfg YAML"
-    for name in available_model_classes():
-        if f"'{name}Config'" in message:
-            keys = sorted(f.name for f in dataclasses.fields(getattr(config, f"{name}Config")))
-            return f"{message.split(' full_key')[0]} in the `model:` section of {cfg}; valid keys: {', '.join(keys)}."
-    return message
+    what = message.split(" full_key")[0].rstrip(". ")
+    key = re.search(r"full_key: (\S+)", message)
+    where = f"`model.{key.group(1)}` in {cfg}" if key else f"the `model:` section of {cfg}"
+    config_class = getattr(config, _plugin_config_class(message))
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    if key and key.group(1) in fields:
+        expected = fields[key.group(1)].type
+        return f"{what}: {where} must be of type {getattr(expected, '__name__', expected)}."
+    return f"{what}: remove or correct {where}; valid keys: {', '.join(sorted(fields))}."
 
 
 def _is_direct_command() -> bool:
