@@ -77,13 +77,13 @@ def from_unit_scale(tensor: torch.Tensor, scale: torch.Tensor | None) -> torch.T
     return tensor * scale.reshape(-1, *([1] * (tensor.ndim - 1)))
 
 
-def parse_intensity_scale(value: IntensityScale | str) -> IntensityScale:
-    """``value`` as an :class:`IntensityScale`, with a one-line error naming the choices."""
+def parse_choice[E: DirectEnum](enum: type[E], name: str, value: E | str) -> E:
+    """``value`` as a member of the string enum ``enum``, with a one-line error naming the setting and its choices."""
     try:
-        return IntensityScale(value)
+        return enum(value)
     except ValueError:
-        choices = ", ".join(member.value for member in IntensityScale)
-        raise ValueError(f"intensity_scale must be one of {choices}, got {value!r}.") from None
+        choices = ", ".join(member.value for member in enum)
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}.") from None
 
 
 def check_clamp(clamp_noisy_input: bool, units: IntensityScale) -> None:

@@ -9,7 +9,7 @@ from smug_plugin.units import (
     CLAMP_RANGE,
     IntensityScale,
     check_clamp,
-    parse_intensity_scale,
+    parse_choice,
     reference_intensity_scale,
 )
 
@@ -40,7 +40,7 @@ class DIDN(nn.Module):
             raise ValueError(f"sigma must be >= 0, got {sigma}.")
         self.sigma = float(sigma)
         self.noise_seed = noise_seed
-        self.intensity_scale = parse_intensity_scale(intensity_scale)
+        self.intensity_scale = parse_choice(IntensityScale, "intensity_scale", intensity_scale)
         check_clamp(clamp_noisy_input, self.intensity_scale)
         self.clamp_noisy_input = bool(clamp_noisy_input)
         self.denoiser = build_denoiser(denoiser_hidden_channels, denoiser_num_dubs, denoiser_num_convs_recon)

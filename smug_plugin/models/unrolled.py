@@ -34,7 +34,7 @@ from smug_plugin.units import (
     check_clamp,
     from_unit_scale,
     measured_intensity_scale,
-    parse_intensity_scale,
+    parse_choice,
     to_unit_scale,
 )
 
@@ -96,21 +96,13 @@ def _integer(name: str, value: int, *, minimum: int | None = 1) -> int:
     return int(value)
 
 
-def _attack_gradient(value: AttackGradient | str) -> AttackGradient:
-    try:
-        return AttackGradient(value)
-    except ValueError:
-        choices = ", ".join(member.value for member in AttackGradient)
-        raise ValueError(f"attack_gradient must be one of {choices}, got {value!r}.") from None
-
-
 # The test-time settings and their validation; no parameter depends on them.
 _TEST_TIME_SETTINGS = {
     "num_steps": lambda value: _integer("num_steps", value),
     "sigma": lambda value: _positive("sigma", value, allow_zero=True),
     "num_samples": lambda value: _integer("num_samples (K)", value),
     "noise_seed": lambda value: _integer("noise_seed", value, minimum=None),
-    "attack_gradient": _attack_gradient,
+    "attack_gradient": lambda value: parse_choice(AttackGradient, "attack_gradient", value),
 }
 # MoDL draws no noise; it accepts a seed anyway so that evaluations can pass one to every model alike.
 _UNSMOOTHED_SETTINGS = frozenset({"num_steps", "noise_seed", "attack_gradient"})
@@ -200,7 +192,7 @@ class SmoothedUnrolledNetwork(nn.Module):
         _integer("cg_iters", cg_iters)
         if weighted and Smoothing(smoothing) != Smoothing.DENOISER:
             raise ValueError("weighted smoothing is defined for smoothing='denoiser' (Weighted SMUG) only.")
-        intensity_scale = parse_intensity_scale(intensity_scale)
+        intensity_scale = parse_choice(IntensityScale, "intensity_scale", intensity_scale)
         if clamp_noisy_input and Smoothing(smoothing) == Smoothing.NONE:
             raise ValueError(
                 "clamp_noisy_input is defined for the smoothed models only: MoDL adds no noise, and never clamps. "
