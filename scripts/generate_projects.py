@@ -81,24 +81,39 @@ def unrolled(size: str, name: str, pretrained: str | None, **extra) -> dict:
     return model
 
 
-def smoothing(size: str) -> dict:
-    # Papers: sigma 0.01, K = 10. The demo keeps sigma and uses K = 4 to fit a 2-core CPU.
-    return {"sigma": 0.01, "num_samples": 10 if size == "paper" else 4, "reuse_noise": False, "noise_seed": 0}
+def intensity_units(units: str) -> dict:
+    # "paper": every slice runs divided by its intensity scale s (max |Re|, |Im| of A^H y), so sigma and the clamp are
+    # in the papers' units. "direct": DIRECT's normalised units, the models' default (no key written).
+    return {"intensity_scale": "paper"} if units == "paper" else {}
 
 
-def models(size: str, pretrained: str | None, lambda_l: float = 1.0) -> dict[str, tuple[dict, list[dict]]]:
-    """name -> (model section, losses); lambda_l is the multiplier of the reconstruction loss next to UStab."""
+def smoothing(size: str, units: str) -> dict:
+    # Papers: sigma 0.01, K = 10, noisy inputs clamped to [-1, 1] (published code; defined in the papers' units only).
+    # The demo keeps sigma and uses K = 4 to fit a 2-core CPU.
+    settings = {"sigma": 0.01, "num_samples": 10 if size == "paper" else 4, "reuse_noise": False, "noise_seed": 0}
+    return settings | ({"clamp_noisy_input": True} if units == "paper" else {})
+
+
+def models(
+    size: str, pretrained: str | None, lambda_l: float = 1.0, units: str = "direct"
+) -> dict[str, tuple[dict, list[dict]]]:
+    """name -> (model section, losses); lambda_l is the multiplier of the reconstruction loss next to UStab, units
+    the models' intensity_scale."""
     recon = [{"function": "l2_loss", "multiplier": 1.0}]
     ustab = [{"function": "l2_loss", "multiplier": lambda_l}, {"function": "ustab_loss", "multiplier": 1.0}]
     checkpointing = {"gradient_checkpointing": size == "paper"}
+    scale = intensity_units(units)
+    clamp = {"clamp_noisy_input": True} if units == "paper" else {}
     return {
         "didn_pretrain": (
-            {"model_name": "smug.didn.DIDN", **denoiser(size), "sigma": 0.01, "noise_seed": 0},
+            {"model_name": "smug.didn.DIDN", **denoiser(size), "sigma": 0.01, "noise_seed": 0, **scale, **clamp},
             [{"function": "denoiser_loss", "multiplier": 1.0}],
         ),
-        "modl": (unrolled(size, "smug.modl.MoDL", pretrained), recon),
+        "modl": (unrolled(size, "smug.modl.MoDL", pretrained, **scale), recon),
+        # The published MoDL baseline starts from random weights; `modl` starts from the pre-trained denoiser.
+        "modl_scratch": (unrolled(size, "smug.modl.MoDL", None, **scale), recon),
         "smug": (
-            unrolled(size, "smug.smug.SMUG", pretrained, **smoothing(size), **checkpointing),
+            unrolled(size, "smug.smug.SMUG", pretrained, **smoothing(size, units), **scale, **checkpointing),
             ustab,
         ),
         "weighted_smug": (
@@ -106,14 +121,18 @@ def models(size: str, pretrained: str | None, lambda_l: float = 1.0) -> dict[str
                 size,
                 "smug.weighted_smug.WeightedSMUG",
                 pretrained,
-                **smoothing(size),
+                **smoothing(size, units),
                 weight_encoder_channels=16,
                 weight_encoder_layers=5,
+                **scale,
                 **checkpointing,
             ),
             ustab,
         ),
-        "rs_e2e": (unrolled(size, "smug.rs_e2e.RSE2E", pretrained, **smoothing(size), **checkpointing), recon),
+        "rs_e2e": (
+            unrolled(size, "smug.rs_e2e.RSE2E", pretrained, **smoothing(size, units), **scale, **checkpointing),
+            recon,
+        ),
         "varnet": (
             {"model_name": "varnet.varnet.EndToEndVarNet", "num_layers": 8 if size == "paper" else 5}
             | ({"regularizer_num_filters": 18} if size == "paper" else {"regularizer_num_filters": 8}),
@@ -166,12 +185,16 @@ def config(anatomy: str, size: str, model: dict, losses: list[dict], iterations:
 DEMO_ITERATIONS = {"didn_pretrain": 300, "modl": 300, "smug": 300, "weighted_smug": 300, "rs_e2e": 150}
 # lambda_l of the demo's SMUG models: the value `make reproduce` chose on the validation split (results/demo).
 DEMO_LAMBDA_L = 10.0
-# `make reproduce` (scripts/reproduce.py): the fine-tuned models get the same number of iterations; VarNet and RIM,
-# which have no pre-training, get the pre-training's iterations on top.
-REPRODUCE_ITERATIONS = {"didn_pretrain": 600, "varnet": 1000, "rim": 1000}
+# `make reproduce` (scripts/reproduce.py): the fine-tuned models get the same number of iterations; VarNet, RIM and
+# MoDL from scratch, which have no pre-training, get the pre-training's iterations on top.
+REPRODUCE_ITERATIONS = {"didn_pretrain": 600, "varnet": 1000, "rim": 1000, "modl_scratch": 1000}
 REPRODUCE_FINE_TUNING = 400
-# lambda_l candidates of the SMUG models; scripts/reproduce.py picks one on the validation split.
+# lambda_l candidates of the SMUG models; scripts/reproduce.py picks one on the validation split. The papers use
+# lambda_l = 1 (with UStab and the reconstruction loss in the same units, see smug_plugin.models.smug_engine).
 REPRODUCE_LAMBDA_L = (1.0, 10.0)
+# The studies whose models run in the papers' units (intensity_scale: paper). The demo keeps DIRECT's units, and so
+# the numbers `make demo` reports.
+PAPER_UNITS = ("knee", "brain", "reproduce")
 PAPER_ITERATIONS = {"didn_pretrain": 300_000}
 
 
@@ -208,20 +231,54 @@ def command(study: str, name: str) -> str:
     )
 
 
+def study_units(study: str) -> str:
+    return "paper" if study in PAPER_UNITS else "direct"
+
+
 def study_models(study: str) -> dict[str, tuple[dict, list[dict]]]:
     size = "demo" if study in LOCAL else "paper"
+    units = study_units(study)
     if study == "demo":
-        return models(size, pretrained_checkpoint(study), DEMO_LAMBDA_L)
+        return models(size, pretrained_checkpoint(study), DEMO_LAMBDA_L, units)
     if study != "reproduce":
-        return models(size, pretrained_checkpoint(study))
+        return models(size, pretrained_checkpoint(study), units=units)
     selected = {}
     for lambda_l in REPRODUCE_LAMBDA_L:
-        for name, entry in models(size, pretrained_checkpoint(study), lambda_l).items():
+        for name, entry in models(size, pretrained_checkpoint(study), lambda_l, units).items():
             if name in ("smug", "weighted_smug"):
                 selected[f"{name}_lambda{lambda_l:g}"] = entry
             else:
                 selected[name] = entry
     return selected
+
+
+def units_comment(study: str, model: dict) -> list[str]:
+    """The header lines that say what the model's numbers mean."""
+    if study_units(study) == "direct":
+        return [
+            "# Units: DIRECT's (k-space / 99th percentile of |masked k-space|). Image maxima are about 3-7 there on",
+            "# the demo data, so sigma 0.01 is 0.15-0.3 % of the image maximum; the papers' 1 % is intensity_scale:",
+            "# paper.",
+        ]
+    if model["model_name"] == "smug.didn.DIDN":
+        return [
+            "# Units: intensity_scale paper: each target is divided by its s = max(|Re|, |Im|) (fully sampled, the",
+            "# papers' definition) before the noise: sigma 0.01 is 1 % of s, noisy inputs are clamped to [-1, 1] of s.",
+        ]
+    lines = [
+        "# Units: intensity_scale paper: each slice runs divided by s = max(|Re|, |Im|) of its A^H y and the output is",
+        "# multiplied back. The papers' s is that of the fully sampled image: 1.0-1.4 times this one on the demo data",
+        "# at 4x (median 1.2).",
+    ]
+    if "sigma" in model:
+        lines.append("# sigma 0.01 is 1 % of s and noisy inputs are clamped to [-1, 1] of s, as in the papers.")
+    return lines
+
+
+LAMBDA_COMMENT = {
+    True: "# lambda_l = 1 (the l2_loss multiplier next to UStab): the papers' value.",
+    False: "# lambda_l = 10: a candidate besides the papers' 1; scripts/reproduce.py chooses on the validation split.",
+}
 
 
 def all_projects() -> dict[pathlib.Path, str]:
@@ -240,6 +297,12 @@ def all_projects() -> dict[pathlib.Path, str]:
             ]
             if model.get("denoiser_checkpoint"):
                 header.append("# denoiser_checkpoint: the pre-training run (didn_pretrain) must have finished first.")
+            elif name == "modl_scratch":
+                header.append("# MoDL from random weights as published (modl.yaml: from the pre-trained denoiser).")
+            if str(model["model_name"]).startswith("smug."):
+                header += units_comment(study, model)
+            if "_lambda" in name:
+                header.append(LAMBDA_COMMENT[name.endswith("_lambda1")])
             files[ROOT / path] = "\n".join(header) + "\n" + yaml.safe_dump(body, sort_keys=False, width=120)
     return files
 

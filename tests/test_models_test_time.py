@@ -36,9 +36,9 @@ def settings(model) -> tuple:
 
 
 def test_supported_settings_of_each_member():
-    assert make(MoDL).supported_test_time_settings() == frozenset({"num_steps", "noise_seed"})
+    assert make(MoDL).supported_test_time_settings() == frozenset({"num_steps", "noise_seed", "attack_gradient"})
     for cls in SMOOTHED:
-        assert make(cls).supported_test_time_settings() == frozenset(SETTINGS)
+        assert make(cls).supported_test_time_settings() == frozenset({*SETTINGS, "attack_gradient"})
 
 
 @pytest.mark.parametrize("cls", SMOOTHED)
@@ -100,7 +100,8 @@ def test_whole_floats_count_as_integers():
 def test_modl_rejects_the_smoothing_settings_by_name(setting):
     model = make(MoDL)
     with pytest.raises(
-        ValueError, match=rf"MoDL has no test-time setting {setting}; it supports noise_seed, num_steps"
+        ValueError,
+        match=rf"MoDL has no test-time setting {setting}; it supports attack_gradient, noise_seed, num_steps",
     ):
         with model.test_time(**{setting: 1}):
             pytest.fail("the block must not run")

@@ -47,6 +47,7 @@ def denoiser_pretraining_loss(denoised: torch.Tensor, target: torch.Tensor) -> t
 def ustab_loss(
     denoised: list[torch.Tensor],
     anchors: list[torch.Tensor],
+    slice_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """sum_n E_eta ||D(x_n + eta) - a_n||^2, taken per noise draw (as the journal's code does).
 
@@ -56,6 +57,8 @@ def ustab_loss(
         Per unroll, the denoiser outputs for each draw ``(K, N, H, W, 2)``.
     anchors : list[torch.Tensor]
         Per unroll, the anchor ``(N, H, W, 2)`` (or ``(K, N, H, W, 2)``): D(t), t, D(x_n) or D_pre(t).
+    slice_weights : torch.Tensor, optional
+        A weight ``(N,)`` of each slice's squared errors (s^2 of the papers' units, see the engine); none: 1.
 
     Returns
     -------
@@ -68,7 +71,10 @@ def ustab_loss(
     for samples, anchor in zip(denoised, anchors, strict=True):
         if anchor.ndim == samples.ndim - 1:
             anchor = anchor.unsqueeze(0)
-        total = total + torch.mean((samples - anchor) ** 2)
+        error = (samples - anchor) ** 2
+        if slice_weights is not None:
+            error = error * slice_weights.reshape(-1, 1, 1, 1)
+        total = total + torch.mean(error)
     return total
 
 

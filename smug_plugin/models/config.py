@@ -11,6 +11,7 @@ from direct.config.defaults import ModelConfig
 
 from smug_plugin.losses.smoothing import UStabTarget
 from smug_plugin.models import unknown_name_error
+from smug_plugin.units import IntensityScale
 
 
 @dataclass
@@ -25,6 +26,11 @@ class MoDLConfig(ModelConfig):
     denoiser_num_convs_recon: int = 9
     denoiser_checkpoint: str | None = None
     gradient_checkpointing: bool = False
+    # The units of sigma and of the clamp. direct: DIRECT's normalised k-space (k-space / 99th percentile of
+    # |masked k-space|; image maxima of a few units). paper: every slice runs divided by its intensity scale
+    # s = max(|Re|, |Im|) of A^H y (the papers' s is that of the fully sampled image, unknown at inference) and the
+    # output is multiplied back, so sigma 0.01 is 1 % of the slice's intensity, as in the papers.
+    intensity_scale: IntensityScale = IntensityScale.DIRECT
     # Read by the engine for the loss `ustab_loss` (for MoDL, with no noise, it reduces to ||D(x_n) - anchor||^2).
     ustab_target: UStabTarget = UStabTarget.DENOISED_TARGET
     ustab_detach_target: bool = False
@@ -41,6 +47,9 @@ class SMUGConfig(MoDLConfig):
     num_samples: int = 10
     reuse_noise: bool = False
     noise_seed: int | None = 0
+    # Clamp noisy denoiser inputs to [-1, 1] as the published code does; needs intensity_scale: paper. MoDL has no
+    # noise and no such key.
+    clamp_noisy_input: bool = False
 
 
 @dataclass
@@ -61,13 +70,19 @@ class RSE2EConfig(SMUGConfig):
 
 @dataclass
 class DIDNConfig(ModelConfig):
-    """The denoiser alone, pre-trained with E||D(t + eta) - t||^2 (loss ``denoiser_loss``)."""
+    """The denoiser alone, pre-trained with E||D(t + eta) - t||^2 (loss ``denoiser_loss``).
+
+    With ``intensity_scale: paper`` each target t is divided by its own s = max(|Re|, |Im|) (the papers' scale of the
+    fully sampled image, known in training) before the noise is added.
+    """
 
     denoiser_hidden_channels: int = 64
     denoiser_num_dubs: int = 3
     denoiser_num_convs_recon: int = 9
     sigma: float = 0.01
     noise_seed: int | None = 0
+    intensity_scale: IntensityScale = IntensityScale.DIRECT
+    clamp_noisy_input: bool = False
 
 
 def __getattr__(name: str):

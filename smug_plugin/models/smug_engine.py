@@ -31,6 +31,7 @@ from smug_plugin.losses.smoothing import (
 from smug_plugin.models.denoiser import apply_denoiser, load_denoiser_state
 from smug_plugin.operators import MultiCoilOperator
 from smug_plugin.robustness.validation import RobustValidation, attacked_kspace
+from smug_plugin.units import from_unit_scale, to_unit_scale
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -227,7 +228,11 @@ class UnrolledEngine(_FamilyEngine):
         return output, None
 
     def _compute_plugin_loss(self, name: str) -> torch.Tensor:
+        """UStab on the unrolls' own scale. With ``intensity_scale: paper`` the iterates are in units of s: the
+        target is divided by s, and the squared errors are weighted by s^2 per slice, which puts UStab in DIRECT's
+        units like DIRECT's reconstruction loss next to it, so that lambda_l weighs the two as in the papers."""
         details, target = self._loss_inputs[name]
+        target = to_unit_scale(target, details.scale)
         network = _unwrap(self.model)
         frozen = None
         if self._frozen_denoiser is not None:
@@ -240,7 +245,8 @@ class UnrolledEngine(_FamilyEngine):
             frozen,
             detach=bool(self.cfg.model.ustab_detach_target),
         )
-        return ustab_loss(details.denoised, anchors)
+        weights = None if details.scale is None else details.scale.square()
+        return ustab_loss(details.denoised, anchors, slice_weights=weights)
 
 
 class MoDLEngine(UnrolledEngine):
@@ -266,17 +272,21 @@ class RSE2EEngine(UnrolledEngine):
 class DIDNEngine(_FamilyEngine):
     """Pre-training of the denoiser: input t + eta, output D(t + eta), loss ``denoiser_loss`` towards t.
 
-    Validation reports DIRECT's metrics of |D(t + eta)| against the target, i.e. denoising quality.
+    With ``intensity_scale: paper`` t is divided by its scale s first, the loss is taken in those units and the
+    output multiplied back. Validation reports DIRECT's metrics of |D(t + eta)| against the target, i.e. denoising
+    quality.
     """
 
     supported_losses = (DENOISER_LOSS,)
 
     def forward_function(self, data: dict[str, Any]) -> tuple[torch.Tensor, None]:
-        target = self._complex_target(data)
         network = _unwrap(self.model)
+        target = self._complex_target(data)
+        scale = network.target_scale(target)
+        target = to_unit_scale(target, scale)
         denoised = self.model(network.add_noise(target))
         self._loss_inputs = {DENOISER_LOSS: (denoised, target)}
-        return denoised, None
+        return from_unit_scale(denoised, scale), None
 
     def _compute_plugin_loss(self, name: str) -> torch.Tensor:
         denoised, target = self._loss_inputs[name]

@@ -4,6 +4,12 @@ randomized smoothing sits.
 Images are DIRECT-style complex tensors ``(N, H, W, 2)``; k-space ``(N, coil, H, W, 2)``; masks ``(N, 1, H, W, 1)``.
 Every unroll applies the shared denoiser ``D`` and then the data-consistency (DC) solve of
 ``(A^H A + lambda I) x = A^H y + lambda z`` with DIRECT's conjugate gradient, ``A = M F S``.
+
+Units (``intensity_scale``): ``direct`` runs on the data as DIRECT normalised them. ``paper`` runs every unroll on
+``y / s`` and returns ``s`` times the result, s = max(|Re|, |Im|) of the slice's A^H y
+(:func:`smug_plugin.units.measured_intensity_scale`): sigma and the clamp of noisy inputs to [-1, 1] are then
+fractions of the slice's intensity, as in the papers, and ``f(c y) = c f(y)``. The papers' s is that of the fully
+sampled image, which does not exist at inference; the two differ by the factor the undersampling makes.
 """
 
 import inspect
@@ -22,6 +28,15 @@ from smug_plugin.models.data_consistency import OperatorConjGrad
 from smug_plugin.models.denoiser import apply_denoiser, build_denoiser, load_denoiser_state
 from smug_plugin.models.weight_encoder import WeightEncoder
 from smug_plugin.operators import MultiCoilOperator, repeat_batch
+from smug_plugin.units import (
+    CLAMP_RANGE,
+    IntensityScale,
+    check_clamp,
+    from_unit_scale,
+    measured_intensity_scale,
+    parse_choice,
+    to_unit_scale,
+)
 
 
 class Smoothing(DirectEnum):
@@ -31,6 +46,15 @@ class Smoothing(DirectEnum):
     DENOISER = "denoiser"  # SMUG: z_n = E[D(x_n + eta)]
     STEP = "step"  # SMUGv0: x_{n+1} = E[DC(D(x_n + eta))]
     INPUT = "input"  # RS-E2E: x = E[F(A^H y + eta)], the noisy A^H y also inside every DC step
+
+
+class AttackGradient(DirectEnum):
+    """Which gradient with respect to the measured k-space the network gives an attack (a test-time setting)."""
+
+    FULL = "full"  # the exact gradient of the reconstruction
+    # The published code's CG backward: the k-space's gradient flows through the first denoiser input
+    # x_0 = A^H y only, not through the DC right-hand sides A^H y (nor through the scale s, a constant there).
+    PUBLISHED = "published"
 
 
 @dataclass
@@ -43,10 +67,14 @@ class UnrollDetails:
         The denoiser inputs ``x_n`` of every unroll, ``(N, H, W, 2)`` (RS-E2E: ``(K, N, H, W, 2)``).
     denoised : list[torch.Tensor]
         The denoiser outputs at every unroll for each noise draw, ``(K, N, H, W, 2)`` (K = 1 without smoothing).
+    scale : torch.Tensor, optional
+        The intensity scale s ``(N,)`` of each slice with ``intensity_scale: paper``: ``iterates`` and ``denoised``
+        are in units of s (the UStab target must be divided by it). ``None`` in DIRECT's units.
     """
 
     iterates: list[torch.Tensor] = field(default_factory=list)
     denoised: list[torch.Tensor] = field(default_factory=list)
+    scale: torch.Tensor | None = None
 
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
@@ -74,16 +102,17 @@ _TEST_TIME_SETTINGS = {
     "sigma": lambda value: _positive("sigma", value, allow_zero=True),
     "num_samples": lambda value: _integer("num_samples (K)", value),
     "noise_seed": lambda value: _integer("noise_seed", value, minimum=None),
+    "attack_gradient": lambda value: parse_choice(AttackGradient, "attack_gradient", value),
 }
 # MoDL draws no noise; it accepts a seed anyway so that evaluations can pass one to every model alike.
-_UNSMOOTHED_SETTINGS = frozenset({"num_steps", "noise_seed"})
+_UNSMOOTHED_SETTINGS = frozenset({"num_steps", "noise_seed", "attack_gradient"})
 
 
 class SmoothedUnrolledNetwork(nn.Module):
     """MoDL with optional randomized smoothing (SMUG family).
 
-    No parameter depends on ``num_steps``, ``sigma``, ``num_samples`` or ``noise_seed``: :meth:`test_time`
-    changes them for an evaluation without retraining.
+    No parameter depends on ``num_steps``, ``sigma``, ``num_samples``, ``noise_seed`` or ``attack_gradient``:
+    :meth:`test_time` changes them for an evaluation without retraining.
     """
 
     def __init__(
@@ -108,6 +137,8 @@ class SmoothedUnrolledNetwork(nn.Module):
         denoiser_num_convs_recon: int = 9,
         denoiser_checkpoint: str | None = None,
         gradient_checkpointing: bool = False,
+        intensity_scale: IntensityScale | str = IntensityScale.DIRECT,
+        clamp_noisy_input: bool = False,
     ):
         """Inits :class:`SmoothedUnrolledNetwork`.
 
@@ -146,12 +177,28 @@ class SmoothedUnrolledNetwork(nn.Module):
             called by the engine); building the model does not read it, so a trained model runs without it.
         gradient_checkpointing : bool
             Recompute each unroll in the backward pass instead of storing its activations (training only).
+        intensity_scale : IntensityScale
+            ``direct`` (default): run on the k-space as given, sigma in DIRECT's normalised units. ``paper``: run on
+            ``y / s`` per slice and return ``s`` times the result, s = max(|Re|, |Im|) of A^H y, so that sigma
+            (papers: 0.01) and the clamp are fractions of the slice's intensity, as in the papers (whose s is that
+            of the fully sampled image, unknown at inference).
+        clamp_noisy_input : bool
+            Clamp every noisy denoiser input (x_n + eta; RS-E2E: A^H y + eta) to [-1, 1], as the published code
+            does. Smoothed members only (MoDL adds no noise), and only with ``intensity_scale: paper``; inputs
+            without noise (sigma 0) are never clamped.
         """
         super().__init__()
         _positive("lambda_init", lambda_init)
         _integer("cg_iters", cg_iters)
         if weighted and Smoothing(smoothing) != Smoothing.DENOISER:
             raise ValueError("weighted smoothing is defined for smoothing='denoiser' (Weighted SMUG) only.")
+        intensity_scale = parse_choice(IntensityScale, "intensity_scale", intensity_scale)
+        if clamp_noisy_input and Smoothing(smoothing) == Smoothing.NONE:
+            raise ValueError(
+                "clamp_noisy_input is defined for the smoothed models only: MoDL adds no noise, and never clamps. "
+                "Remove clamp_noisy_input from the MoDL config."
+            )
+        check_clamp(clamp_noisy_input, intensity_scale)
 
         self.forward_operator = forward_operator
         self.backward_operator = backward_operator
@@ -163,6 +210,9 @@ class SmoothedUnrolledNetwork(nn.Module):
         self.noise_seed = noise_seed
         self.gradient_checkpointing = gradient_checkpointing
         self.denoiser_checkpoint = denoiser_checkpoint
+        self.intensity_scale = intensity_scale
+        self.clamp_noisy_input = bool(clamp_noisy_input)
+        self.attack_gradient = AttackGradient.FULL
 
         self.denoiser = build_denoiser(denoiser_hidden_channels, denoiser_num_dubs, denoiser_num_convs_recon)
         self.weight_encoder = WeightEncoder(weight_encoder_channels, weight_encoder_layers) if weighted else None
@@ -201,6 +251,7 @@ class SmoothedUnrolledNetwork(nn.Module):
         sigma: float | None = None,
         num_samples: int | None = None,
         noise_seed: int | None = None,
+        attack_gradient: AttackGradient | str | None = None,
     ) -> Iterator["SmoothedUnrolledNetwork"]:
         """Runs the model with other test-time settings inside the ``with`` block, then restores the previous ones
         (also when the block raises). ``None`` keeps a setting as it is.
@@ -215,13 +266,22 @@ class SmoothedUnrolledNetwork(nn.Module):
             Monte Carlo draws K (smoothed members only).
         noise_seed : int, optional
             Seed of the evaluation noise.
+        attack_gradient : AttackGradient, optional
+            ``full`` (default) or ``published``: the gradient w.r.t. the k-space then flows through the first
+            denoiser input x_0 = A^H y only, as with the published code's CG backward (see :class:`AttackGradient`).
 
         Raises
         ------
         ValueError
             A setting this model does not have (sigma or K for MoDL), or an invalid value (2.5 unrolls, sigma < 0).
         """
-        requested = {"num_steps": num_steps, "sigma": sigma, "num_samples": num_samples, "noise_seed": noise_seed}
+        requested = {
+            "num_steps": num_steps,
+            "sigma": sigma,
+            "num_samples": num_samples,
+            "noise_seed": noise_seed,
+            "attack_gradient": attack_gradient,
+        }
         requested = {name: value for name, value in requested.items() if value is not None}
         unsupported = sorted(requested.keys() - self.supported_test_time_settings())
         if unsupported:
@@ -268,12 +328,24 @@ class SmoothedUnrolledNetwork(nn.Module):
 
         operator = self.operator(sampling_mask, sensitivity_map)
         adjoint = operator.adjoint(masked_kspace)
+        published = self.attack_gradient == AttackGradient.PUBLISHED
+        scale = None
+        if self.intensity_scale == IntensityScale.PAPER:
+            scale = measured_intensity_scale(adjoint)
+            scale = scale.detach() if published else scale
+            masked_kspace, adjoint = to_unit_scale(masked_kspace, scale), to_unit_scale(adjoint, scale)
+        if published:
+            masked_kspace = masked_kspace.detach()  # the k-space of the DC right-hand sides only; x_0 keeps its own
+        details.scale = scale
         x, rhs_offset = adjoint, None
         if self.smoothing == Smoothing.INPUT and self.is_randomized:
             # RS-E2E runs the whole MoDL on K noisy copies of A^H y at once (batch K*N).
             noise = self._noise((draws, *adjoint.shape), generator, adjoint)
-            x = (adjoint.unsqueeze(0) + noise).flatten(0, 1)
-            rhs_offset = noise.flatten(0, 1)
+            noisy = self._noisy(adjoint.unsqueeze(0), noise)
+            x = noisy.flatten(0, 1)
+            # The DC right-hand side A^H y + offset is the noisy input itself (clamped, if the input is).
+            rhs_offset = (noisy - adjoint.unsqueeze(0) if self.clamp_noisy_input else noise).flatten(0, 1)
+            rhs_offset = rhs_offset.detach() if published else rhs_offset
             masked_kspace, operator = repeat_batch(masked_kspace, draws), operator.repeat(draws)
         fixed_noise = None
         if self.reuse_noise and self.is_randomized and self.smoothing != Smoothing.INPUT:
@@ -298,6 +370,7 @@ class SmoothedUnrolledNetwork(nn.Module):
             if return_details:
                 details.iterates = [it.unflatten(0, (draws, -1)) for it in details.iterates]
                 details.denoised = [d[0].unflatten(0, (draws, -1)) for d in details.denoised]
+        x = from_unit_scale(x, scale)
         return (x, details) if return_details else x
 
     def _unroll(self, x, masked_kspace, operator, noise, rhs_offset):
@@ -306,7 +379,7 @@ class SmoothedUnrolledNetwork(nn.Module):
             denoised = self.denoise(x).unsqueeze(0)
             return self._data_consistency(denoised[0], masked_kspace, operator, rhs_offset), denoised
         draws = noise.shape[0]
-        noisy = (x.unsqueeze(0) + noise).flatten(0, 1)
+        noisy = self._noisy(x.unsqueeze(0), noise).flatten(0, 1)
         denoised = self.denoise(noisy).unflatten(0, (draws, -1))
         if self.smoothing == Smoothing.STEP:
             solved = self._data_consistency(
@@ -350,6 +423,11 @@ class SmoothedUnrolledNetwork(nn.Module):
 
     def _noise(self, shape, generator, like: torch.Tensor) -> torch.Tensor:
         return self.sigma * torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
+
+    def _noisy(self, image: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The noisy denoiser input image + eta, clamped to [-1, 1] with ``clamp_noisy_input``."""
+        noisy = image + noise
+        return noisy.clamp(*CLAMP_RANGE) if self.clamp_noisy_input else noisy
 
 
 _NETWORK_KEYS = frozenset(inspect.signature(SmoothedUnrolledNetwork.__init__).parameters) - {"self"}
