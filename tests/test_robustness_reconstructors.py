@@ -41,7 +41,7 @@ def test_plugin_model_applies_its_settings_for_one_call_only(loaded):
     models, batch = loaded
     smug = models["smug"]
     assert isinstance(smug, PluginReconstructor)
-    assert smug.supported_settings() == {"num_steps", "sigma", "num_samples", "noise_seed"}
+    assert smug.supported_settings() == {"num_steps", "sigma", "num_samples", "noise_seed", "attack_gradient"}
     assert smug.unsupported(TestTimeSettings(num_steps=1, sigma=0.0, num_samples=3)) == frozenset()
 
     def run(**settings):
