@@ -17,8 +17,8 @@ Two sources of s, by the same formula (:func:`intensity_scale`):
 import torch
 from direct.types import DirectEnum
 
-# Noisy denoiser inputs are clamped to this range in the papers' units (published code, all models).
-CLAMP_RANGE = (-1.0, 1.0)
+# Noisy denoiser inputs are clamped to [-CLAMP_BOUND, CLAMP_BOUND] in the papers' units (published code).
+CLAMP_BOUND = 1.0
 
 
 class IntensityScale(DirectEnum):
@@ -95,3 +95,23 @@ def check_clamp(clamp_noisy_input: bool, units: IntensityScale) -> None:
             "intensity scale; in DIRECT's units it would cut the image): set intensity_scale: paper, or "
             "clamp_noisy_input: false."
         )
+
+
+def clamp_noisy(noisy: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """The published clamp of noisy denoiser inputs to [-1, 1], widened per slice to the noise-free input's own range.
+
+    The papers divide by the fully sampled image's s, so their images lie within [-1, 1] and the clamp cuts noise
+    only. Our s comes from A^H y (no ground truth at inference) and the image peaks at up to about 1.4 of it on the
+    demo data: a fixed [-1, 1] would cut the image itself. The bound is max(1, max(|Re|, |Im|) of ``clean``) per
+    slice, which equals the published clamp wherever the image lies within [-1, 1].
+
+    Parameters
+    ----------
+    noisy : torch.Tensor
+        Noisy inputs ``(..., N, H, W, 2)`` (draws first).
+    clean : torch.Tensor
+        The noise-free inputs ``(N, H, W, 2)`` (or with leading draw axes of size 1).
+    """
+    # A range, not a signal: constant for the gradient, like the published fixed bound.
+    bound = clean.detach().abs().amax(dim=(-3, -2, -1), keepdim=True).clamp_min(CLAMP_BOUND)
+    return torch.clamp(noisy, -bound, bound)

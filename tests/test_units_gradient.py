@@ -42,7 +42,9 @@ def by_hand(model, live_kspace: torch.Tensor, mask, sens) -> torch.Tensor:
         if model.is_randomized:
             noise = SIGMA * torch.randn((SAMPLES, *x.shape), generator=generator)
             noisy = x.unsqueeze(0) + noise
-            noisy = noisy.clamp(-1, 1) if model.clamp_noisy_input else noisy
+            # The bound of the published clamp: [-1, 1], widened to the iterate's own range (a constant).
+            bound = x.detach().abs().amax(dim=(1, 2, 3)).clamp_min(1.0)[None, :, None, None, None]
+            noisy = torch.clamp(noisy, -bound, bound) if model.clamp_noisy_input else noisy
             z = model.denoise(noisy.flatten(0, 1)).unflatten(0, (SAMPLES, -1)).mean(0)
         else:
             z = model.denoise(x)

@@ -6,9 +6,9 @@ from torch import nn
 from smug_plugin.models import unknown_name_error
 from smug_plugin.models.denoiser import apply_denoiser, build_denoiser
 from smug_plugin.units import (
-    CLAMP_RANGE,
     IntensityScale,
     check_clamp,
+    clamp_noisy,
     parse_choice,
     reference_intensity_scale,
 )
@@ -61,7 +61,7 @@ class DIDN(nn.Module):
             generator = torch.Generator(device=image.device).manual_seed(int(self.noise_seed))
         noise = torch.randn(image.shape, generator=generator, device=image.device, dtype=image.dtype)
         noisy = image + self.sigma * noise
-        return noisy.clamp(*CLAMP_RANGE) if self.clamp_noisy_input and self.sigma > 0 else noisy
+        return clamp_noisy(noisy, image) if self.clamp_noisy_input and self.sigma > 0 else noisy
 
 
 def __getattr__(name: str):

@@ -29,9 +29,9 @@ from smug_plugin.models.denoiser import apply_denoiser, build_denoiser, load_den
 from smug_plugin.models.weight_encoder import WeightEncoder
 from smug_plugin.operators import MultiCoilOperator, repeat_batch
 from smug_plugin.units import (
-    CLAMP_RANGE,
     IntensityScale,
     check_clamp,
+    clamp_noisy,
     from_unit_scale,
     measured_intensity_scale,
     parse_choice,
@@ -425,9 +425,9 @@ class SmoothedUnrolledNetwork(nn.Module):
         return self.sigma * torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
 
     def _noisy(self, image: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """The noisy denoiser input image + eta, clamped to [-1, 1] with ``clamp_noisy_input``."""
+        """The noisy denoiser input image + eta, clamped with ``clamp_noisy_input`` (:func:`units.clamp_noisy`)."""
         noisy = image + noise
-        return noisy.clamp(*CLAMP_RANGE) if self.clamp_noisy_input else noisy
+        return clamp_noisy(noisy, image) if self.clamp_noisy_input else noisy
 
 
 _NETWORK_KEYS = frozenset(inspect.signature(SmoothedUnrolledNetwork.__init__).parameters) - {"self"}
