@@ -26,6 +26,27 @@ ITERATIONS = 6  # DIRECT validates and checkpoints only from iteration 5 on: mod
 PAPER_SHRINK = {"num_steps": 1, "num_samples": 2}
 
 
+def multicoil_inputs(
+    batch: int = 2, coils: int = 3, size: tuple[int, int] = (16, 12), kspace_scale: float = 1.0, seed: int = 1
+):
+    """Tiny random (masked k-space, column mask, normalised coil maps) in DIRECT's layout, drawn in a fixed order.
+
+    Returns
+    -------
+    tuple
+        Generator (for further draws), k-space ``(batch, coils, H, W, 2)`` times ``kspace_scale`` inside the mask,
+        mask ``(batch, 1, H, W, 1)``, maps with sum_c |S_c|^2 = 1.
+    """
+    import torch
+
+    h, w = size
+    generator = torch.Generator().manual_seed(seed)
+    mask = (torch.rand(batch, 1, 1, w, 1, generator=generator) > 0.5).float().expand(batch, 1, h, w, 1).contiguous()
+    sens = torch.randn(batch, coils, h, w, 2, generator=generator)
+    sens = sens / (sens**2).sum(dim=(1, 4), keepdim=True).sqrt()
+    return generator, mask, sens
+
+
 def smug_command(*args: str) -> list[str]:
     """The ``smug`` CLI of this interpreter's environment as an argument list."""
     return [sys.executable, "-m", "smug_plugin.cli.main", *args]

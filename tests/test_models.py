@@ -4,6 +4,7 @@ import importlib
 
 import pytest
 import torch
+from conftest import multicoil_inputs
 from direct.data.transforms import fft2, ifft2
 from direct.nn.conjgradnet.conjgrad import ConjGrad
 
@@ -29,13 +30,8 @@ def make(cls, **overrides):
 
 @pytest.fixture
 def inputs():
-    generator = torch.Generator().manual_seed(1)
-    shape = (2, 3, 16, 12, 2)
-    mask = (torch.rand(2, 1, 1, 12, 1, generator=generator) > 0.5).float().expand(2, 1, 16, 12, 1).contiguous()
-    sens = torch.randn(shape, generator=generator)
-    sens = sens / (sens**2).sum(dim=(1, 4), keepdim=True).sqrt()
-    kspace = torch.randn(shape, generator=generator) * mask
-    return kspace, mask, sens
+    generator, mask, sens = multicoil_inputs()
+    return torch.randn(sens.shape, generator=generator) * mask, mask, sens
 
 
 @pytest.mark.parametrize("cls", FAMILY)

@@ -3,6 +3,7 @@ the networks take."""
 
 import pytest
 import torch
+from conftest import multicoil_inputs
 from direct.data.transforms import fft2, ifft2
 
 from smug_plugin.models.modl import MoDL
@@ -24,11 +25,8 @@ def make(cls, **overrides):
 
 @pytest.fixture
 def inputs():
-    generator = torch.Generator().manual_seed(1)
-    mask = (torch.rand(1, 1, 1, 6, 1, generator=generator) > 0.5).float().expand(1, 1, 8, 6, 1).contiguous()
-    sens = torch.randn(1, 2, 8, 6, 2, generator=generator)
-    sens = sens / (sens**2).sum(dim=(1, 4), keepdim=True).sqrt()
-    return torch.randn(1, 2, 8, 6, 2, generator=generator) * mask, mask, sens
+    generator, mask, sens = multicoil_inputs(batch=1, coils=2, size=(8, 6))
+    return torch.randn(sens.shape, generator=generator) * mask, mask, sens
 
 
 def settings(model) -> tuple:

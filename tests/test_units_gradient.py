@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import multicoil_inputs
 from direct.data.transforms import fft2, ifft2
 
 from smug_plugin.models.modl import MoDL
@@ -21,12 +22,8 @@ def make(cls, units: str):
 
 @pytest.fixture
 def inputs():
-    generator = torch.Generator().manual_seed(1)
-    shape = (2, 3, 16, 12, 2)
-    mask = (torch.rand(2, 1, 1, 12, 1, generator=generator) > 0.5).float().expand(2, 1, 16, 12, 1).contiguous()
-    sens = torch.randn(shape, generator=generator)
-    sens = sens / (sens**2).sum(dim=(1, 4), keepdim=True).sqrt()
-    return 3 * torch.randn(shape, generator=generator) * mask, mask, sens
+    generator, mask, sens = multicoil_inputs()
+    return 3 * torch.randn(sens.shape, generator=generator) * mask, mask, sens
 
 
 def by_hand(model, live_kspace: torch.Tensor, mask, sens) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import multicoil_inputs
 from direct.data.transforms import fft2, ifft2
 
 from smug_plugin.models.didn import DIDN
@@ -32,14 +33,9 @@ def make(cls, **overrides):
 @pytest.fixture
 def inputs():
     """Two slices in DIRECT-like units: images of maximum about 5, as on the demo data."""
-    generator = torch.Generator().manual_seed(1)
-    shape = (2, 3, 16, 12, 2)
-    mask = (torch.rand(2, 1, 1, 12, 1, generator=generator) > 0.5).float().expand(2, 1, 16, 12, 1).contiguous()
+    generator, mask, sens = multicoil_inputs()
     mask[..., 5:7, :] = 1.0  # the centre, as every fastMRI mask
-    sens = torch.randn(shape, generator=generator)
-    sens = sens / (sens**2).sum(dim=(1, 4), keepdim=True).sqrt()
-    kspace = 5 * torch.randn(shape, generator=generator) * mask
-    return kspace, mask, sens
+    return 5 * torch.randn(sens.shape, generator=generator) * mask, mask, sens
 
 
 def test_the_scale_is_the_largest_real_or_imaginary_value_of_each_slice():

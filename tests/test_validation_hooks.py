@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import multicoil_inputs
 from direct.data.transforms import fft2, ifft2
 
 from smug_plugin.cli.main import main as smug_main
@@ -14,10 +15,7 @@ from smug_plugin.robustness.validation import RobustValidation, attacked_kspace
 
 @pytest.fixture
 def batch():
-    generator = torch.Generator().manual_seed(0)
-    mask = (torch.rand(2, 1, 1, 12, 1, generator=generator) > 0.5).float().expand(2, 1, 16, 12, 1).contiguous()
-    sens = torch.randn(2, 3, 16, 12, 2, generator=generator)
-    sens = sens / (sens**2).sum(dim=(1, 4), keepdim=True).sqrt()
+    generator, mask, sens = multicoil_inputs(seed=0)
     model = MoDL(fft2, ifft2, num_steps=2, cg_iters=4, denoiser_hidden_channels=8, denoiser_num_dubs=1).eval()
     image = torch.randn(2, 16, 12, 2, generator=generator)
     kspace = model.forward_project(image, mask, sens)
