@@ -3,12 +3,13 @@
     python scripts/reproduce.py [--jobs 2] [--runs runs/reproduce] [--results results/demo]
 
 1. simulate the demo data (`smug data demo`);
-2. pre-train the DIDN denoiser; fine-tune MoDL, RS-E2E and SMUG (lambda_l candidates) from it; train DIRECT's
-   native EndToEndVarNet and RIM on the same data and masks (`direct train`, two runs at a time: DIRECT pins one
-   thread per run);
+2. pre-train the DIDN denoiser; fine-tune MoDL, RS-E2E and SMUG (lambda_l candidates) from it; train MoDL from
+   random initialisation (as published) and DIRECT's native EndToEndVarNet and RIM on the same data and masks
+   (`direct train`, two runs at a time: DIRECT pins one thread per run);
 3. choose lambda_l on the validation split (never the test split), then fine-tune Weighted SMUG with it;
 4. evaluate every model on the test split with the shipped protocol `reproduce` (`smug evaluate`);
-5. write results/demo/: the robustness table and figures, the study log (commands, seeds, versions, wall-clock).
+5. write results/demo/: the robustness table and figures, the units table (`scripts/units_table.py`: what the
+   papers' sigma and eps are in DIRECT's units on these data), the study log (commands, seeds, versions, wall-clock).
 
 Every step is skipped when its outputs exist (a finished training leaves `.complete` with its wall-clock), and an
 interrupted training or evaluation resumes.
@@ -35,6 +36,7 @@ JOBS = min(2, os.cpu_count() or 1)
 CLEAN_TOLERANCE_DB = 0.5
 EVALUATED = {  # display name -> project (weighted SMUG and SMUG get the chosen lambda_l)
     "MoDL": "modl",
+    "MoDL (scratch)": "modl_scratch",
     "RS-E2E": "rs_e2e",
     "SMUG": "smug_lambda{lambda_l}",
     "Weighted SMUG": "weighted_smug_lambda{lambda_l}",
@@ -156,7 +158,7 @@ def main() -> int:
     log("2/5 training: pre-training, then fine-tuning and the DIRECT-native baselines, two at a time")
     candidates = list(generate_projects.REPRODUCE_LAMBDA_L)
     fine_tuned = ["modl", *[f"smug_lambda{lam:g}" for lam in candidates], "rs_e2e"]
-    steps += train_all(runs, ["varnet", "rim"], "didn_pretrain", fine_tuned, args.jobs)
+    steps += train_all(runs, ["modl_scratch", "varnet", "rim"], "didn_pretrain", fine_tuned, args.jobs)
 
     log("3/5 lambda_l on the validation split")
     choice = choose_lambda_l(runs, candidates)
@@ -180,6 +182,9 @@ def main() -> int:
     steps.append({"step": "smug evaluate", "command": shlex.join(command), "seconds": time.perf_counter() - start})
 
     log("5/5 benchmarks (train step, PGD evaluation) and results")
+    command = [sys.executable, "scripts/units_table.py", "--data", str(DATA.relative_to(ROOT))]
+    units = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    (results / "units_table.txt").write_text(units)
     for script in ("train_step", "pgd_eval"):
         output = results / f"benchmark_{script}.txt"
         if not output.exists():
