@@ -231,6 +231,10 @@ PROTOCOLS = {
         "perturbations: [{name: p, kind: pgd, budget: {value: 0.1, convention: percent}}]",
         ["Unknown budget convention 'percent'", "absolute, relative_max, relative_l2"],
     ),
+    "unknown gradient": (
+        "perturbations: [{name: p, kind: pgd, budget: 0.1, gradient: exact}]",
+        ["Unknown gradient 'exact'", "full, published"],
+    ),
     "unknown norm": ("perturbations: [{name: p, kind: pgd, budget: 0.1, norm: l1}]", ["Unknown norm 'l1'", "linf, l2"]),
     "boolean budget": ("perturbations: [{name: p, kind: gaussian, budget: true}]", ["Budget value", "True"]),
     "nan budget": ("perturbations: [{name: p, kind: gaussian, budget: .nan}]", ["Budget value", "finite"]),
@@ -311,6 +315,38 @@ def test_data_that_direct_would_misread_is_refused(setup, tmp_path, capsys, no_m
     _edit_file0(data_copy, kind)
     status = evaluate(setup, tmp_path / "out", data=data_copy)
     assert_refused(status, capsys.readouterr().err, tmp_path / "out", str(data_copy / "file0.h5"), *DATA[kind])
+
+
+PAPER_NOISE = "perturbations: [{name: n, kind: gaussian, budget: {value: 0.02, convention: paper}}]\n"
+
+
+def _undersample_file0(data: pathlib.Path) -> None:
+    """file0.h5 as fastMRI's test files: k-space of every other column and the 'mask' dataset saying which."""
+    with h5py.File(data / "file0.h5", "r+") as f:
+        mask = np.arange(f["kspace"].shape[-1]) % 2 == 0
+        kspace = f["kspace"][()] * mask
+        del f["kspace"]
+        f["kspace"], f["mask"] = kspace, mask
+
+
+def test_paper_budgets_on_undersampled_data_are_refused_before_loading(
+    setup, tmp_path, capsys, no_model_loading, data_copy
+):
+    _undersample_file0(data_copy)
+    protocol = tmp_path / "paper.yaml"
+    protocol.write_text(PAPER_NOISE)
+    status = evaluate(setup, tmp_path / "out", protocol=protocol, data=data_copy)
+    needles = [str(data_copy / "file0.h5"), "'mask' dataset", "needs the fully sampled k-space", "convention: absolute"]
+    assert_refused(status, capsys.readouterr().err, tmp_path / "out", *needles)
+
+
+def test_absolute_budgets_still_run_on_undersampled_data(setup, tmp_path, data_copy):
+    _undersample_file0(data_copy)
+    protocol = tmp_path / "absolute.yaml"
+    protocol.write_text(PAPER_NOISE.replace("paper", "absolute"))
+    assert evaluate(setup, tmp_path / "out", protocol=protocol, data=data_copy) == 0
+    doc = json.loads((tmp_path / "out" / "robustness.json").read_text())
+    assert [r["eps"] for r in doc["records"]] == pytest.approx([0.02, 0.02])
 
 
 def test_an_unreadable_data_root_is_refused(setup, tmp_path, capsys, no_model_loading, data_copy):

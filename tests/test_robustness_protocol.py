@@ -106,3 +106,36 @@ def test_adding_a_sweep_is_one_registration(tmp_path):
 def test_bad_sweeps_are_refused(tmp_path, sweeps, message):
     with pytest.raises(ProtocolError, match=message):
         _protocol(tmp_path, f"perturbations: [{{name: clean, kind: clean}}]\nsweeps: {sweeps}\n")
+
+
+def _budgets(protocol) -> dict:
+    return {p.name: p.settings.budget for p in protocol.perturbations if hasattr(p.settings, "budget")}
+
+
+def test_the_papers_protocols_state_their_values_in_paper_units_and_the_old_regime_stays_available():
+    for name in ("paper", "reproduce"):
+        protocol = load_protocol(name)
+        budgets = _budgets(protocol)
+        assert {"noise", "pgd", "pgd_published", "pgd_eot"} <= set(budgets), name
+        assert all((b.value, b.convention) == (0.02, "paper") for b in budgets.values()), name
+        pgd = {p.name: p for p in protocol.perturbations}
+        assert (pgd["pgd"].settings.gradient, pgd["pgd_published"].settings.gradient) == ("full", "published")
+        assert protocol.sweeps["budget"]["values"] == [0.005, 0.01, 0.02, 0.05]
+        assert protocol.sweeps["sigma"]["values"] == [0.005, 0.01, 0.02, 0.05]
+        assert protocol.sweeps["num_samples"]["values"] == [1, 2, 4, 8, 10]
+        assert protocol.needs_reference_scale
+    assert load_protocol("reproduce").sweeps["num_samples"]["perturbations"] == ["clean", "pgd"]
+    assert len(load_protocol("reproduce").conditions()) == 40  # as its header comment says
+    old = load_protocol("reproduce_direct_units")
+    assert all(b.convention == "absolute" for b in _budgets(old).values()) and not old.needs_reference_scale
+    assert [c.id for c in old.conditions()][:4] == ["main/clean", "main/noise", "main/pgd", "main/pgd_eot"]
+    smoke = load_protocol("smoke")
+    assert [p.name for p in smoke.perturbations if p.settings.to_dict().get("gradient") == "published"] == [
+        "pgd_published"
+    ]
+    assert sum(b.convention == "paper" for b in _budgets(smoke).values()) == 2  # noise_paper, pgd_published
+
+
+def test_the_pgd_gradient_is_validated(tmp_path):
+    with pytest.raises(ProtocolError, match=r"Perturbation 'p': Unknown gradient 'partial'; expected one of: full, "):
+        _protocol(tmp_path, "perturbations: [{name: p, kind: pgd, budget: 0.1, gradient: partial}]\n")

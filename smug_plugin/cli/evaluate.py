@@ -162,8 +162,9 @@ def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, se
     import numpy as np
     import torch
 
+    from smug_plugin.robustness.attacks.budgets import PAPER_NEEDS_FULLY_SAMPLED
     from smug_plugin.robustness.checkpoints import ModelSpec, load_reconstructor, training_config_warnings
-    from smug_plugin.robustness.data_files import check_data_root
+    from smug_plugin.robustness.data_files import check_data_root, check_fully_sampled
     from smug_plugin.robustness.loop import Evaluator
     from smug_plugin.robustness.protocol import load_protocol
     from smug_plugin.robustness.records import open_store
@@ -182,6 +183,8 @@ def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, se
     if not pathlib.Path(settings.data_root).is_dir():
         raise FileNotFoundError(f"Data root not found: {settings.data_root}")
     data_issues = [issue.to_dict() for issue in check_data_root(pathlib.Path(settings.data_root))]
+    if protocol.needs_reference_scale:
+        check_fully_sampled(pathlib.Path(settings.data_root), PAPER_NEEDS_FULLY_SAMPLED)
     for issue in data_issues:
         print(f"smug evaluate: WARNING: {issue['file']}: {issue['problem']}", file=sys.stderr)
     torch.manual_seed(settings.seed)

@@ -65,6 +65,23 @@ def check_data_root(data_root: pathlib.Path) -> list[DataIssue]:
     return issues
 
 
+def check_fully_sampled(data_root: pathlib.Path, fix: str) -> None:
+    """Raise DataError if an h5 file under ``data_root`` holds undersampled k-space: a ``mask`` dataset, as in
+    fastMRI's test and challenge files (DIRECT reads their k-space as if it were fully sampled). ``fix`` says what
+    needs the fully sampled k-space and what to do instead. Files that cannot be opened are left to
+    :func:`check_data_root`."""
+    import h5py
+
+    for path in sorted(data_root.glob("*.h5")):
+        try:
+            with h5py.File(path, "r") as handle:
+                undersampled = "mask" in handle
+        except OSError:
+            continue
+        if undersampled:
+            raise DataError(f"{path} holds undersampled k-space (it has a 'mask' dataset): {fix}.")
+
+
 def check_volume(path: pathlib.Path, handle) -> None:
     """Raise DataError if DIRECT's FastMRI dataset would misread the open h5 file ``handle``."""
     if "kspace" not in handle:

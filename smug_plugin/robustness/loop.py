@@ -16,7 +16,8 @@ import torch
 
 from smug_plugin.robustness import direct_adapter
 from smug_plugin.robustness.attacks import Attack, AttackOutcome, Targets
-from smug_plugin.robustness.batches import build_dataset, iterate_batches, load_batch
+from smug_plugin.robustness.attacks.budgets import PAPER_NEEDS_FULLY_SAMPLED
+from smug_plugin.robustness.batches import build_dataset, iterate_batches, load_batch, reference_scale
 from smug_plugin.robustness.metrics import robustness_errors, slice_metrics
 from smug_plugin.robustness.protocol import Condition, PerturbationSpec, Protocol
 from smug_plugin.robustness.reconstructors import (
@@ -81,6 +82,12 @@ class Measurement:
     seconds: float
 
 
+def scale_facts(eps: float, scale: float | None) -> dict:
+    """The slice's intensity scale s_ref (DIRECT units, None without fully sampled k-space) and eps in units of it
+    (the papers' units), next to ``eps`` in DIRECT's units."""
+    return {"intensity_scale": scale, "eps_paper": None if scale is None else eps / scale}
+
+
 def slice_records(
     unit: Unit,
     condition: Condition,
@@ -89,9 +96,10 @@ def slice_records(
     seeds: tuple[int, int],
     measurement: Measurement,
     metrics: list[dict],
+    scales: list[float | None],
 ) -> list[dict]:
     """One record per slice: where it came from, its seeds (condition, clean reconstruction), the perturbation's
-    facts, image metrics and robustness errors."""
+    facts, the slice's intensity scale, image metrics and robustness errors."""
     errors = robustness_errors(measurement.output, measurement.clean, measurement.kspace_delta)
     return [
         {
@@ -107,6 +115,7 @@ def slice_records(
             "seed": seeds[0],
             "clean_seed": seeds[1],
             **measurement.outcome.facts(i),
+            **scale_facts(measurement.outcome.eps[i], scales[i]),
             **m,
             **e,
             "seconds": measurement.seconds / len(metrics),
@@ -167,22 +176,38 @@ class Evaluator:
                 t0 = time.perf_counter()
                 batch = load_batch(dataset, indices, self.settings.device)
                 self.timings["data_s"] += time.perf_counter() - t0
+                scale = self.reference_scale(batch)
                 cleans = CleanReconstructions(batch, self.settings.seed, data_id, batch_key)
                 for condition in todo:
                     bar.set_postfix_str(condition.id)
                     unit = (data_id, condition.id, batch_key)
-                    store.append_unit(unit, *self.evaluate_unit(unit, condition, batch, cleans))
+                    store.append_unit(unit, *self.evaluate_unit(unit, condition, batch, cleans, scale))
             if on_progress is not None:
                 on_progress()
 
+    def reference_scale(self, batch: dict) -> torch.Tensor | None:
+        """The papers' intensity scale s_ref of the batch's slices, from the data model's operator, before any
+        attack (`batches.reference_scale`); a protocol with `paper` budgets stops on data without it."""
+        scale = reference_scale(self.data_model, batch)
+        if scale is None and self.protocol.needs_reference_scale:
+            raise ValueError(f"{batch['filename'][0]} holds no fully sampled k-space: {PAPER_NEEDS_FULLY_SAMPLED}.")
+        return scale
+
     def evaluate_unit(
-        self, unit: Unit, condition: Condition, batch: dict, cleans: CleanReconstructions
+        self,
+        unit: Unit,
+        condition: Condition,
+        batch: dict,
+        cleans: CleanReconstructions,
+        scale: torch.Tensor | None,
     ) -> tuple[list[dict], dict[str, np.ndarray]]:
         """Per-slice records of every model that can run under ``condition`` (the others are reported n/a), and
-        the unit's panel images (none unless it is a main condition on the first batch)."""
+        the unit's panel images (none unless it is a main condition on the first batch). ``scale`` is the slices'
+        s_ref (`reference_scale`), the unit of `paper` budgets."""
         batch_key = unit[2]
         seed = condition.seed(self.settings.seed, batch_key)
-        targets = Targets(batch["target"], cleans.get)
+        targets = Targets(batch["target"], cleans.get, scale)
+        scales = [None] * len(batch["filename"]) if scale is None else scale.tolist()
         attack = self.attack_for(condition)
         resolution = direct_adapter.output_resolution(self.data_model.cfg.inference.crop, batch)
         target_image = direct_adapter.scaled_image(batch["target"], batch, resolution)
@@ -199,7 +224,7 @@ class Evaluator:
                 panels["target"] = target_image[0].detach().cpu().numpy()
             metrics = slice_metrics(target_image, image)
             seeds = (seed, cleans.seed(model))
-            records += slice_records(unit, condition, model.name, batch, seeds, measurement, metrics)
+            records += slice_records(unit, condition, model.name, batch, seeds, measurement, metrics, scales)
         return records, panels
 
     def measure(

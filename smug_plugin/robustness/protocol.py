@@ -21,8 +21,9 @@ from smug_plugin.robustness.sweeps import SWEEPS
 TRANSFER_FROM_EACH = "each"
 TRANSFER_SEPARATOR = "@"
 PROTOCOL_KEYS = {"name", "seed", "perturbations", "sweeps"}
-# The test-time settings a sweep may override (the noise seed is the evaluation's, never a condition's).
-SHIFTED_SETTINGS = {f.name for f in dataclasses.fields(TestTimeSettings)} - {"noise_seed"}
+# The test-time settings a sweep may override (the noise seed is the evaluation's, the attack gradient an attack's,
+# never a condition's).
+SHIFTED_SETTINGS = {f.name for f in dataclasses.fields(TestTimeSettings)} - {"noise_seed", "attack_gradient"}
 
 
 class ProtocolError(ValueError):
@@ -148,6 +149,13 @@ class Protocol:
     perturbations: list[PerturbationSpec]
     sweeps: dict[str, dict] = field(default_factory=dict)
     source: str = field(default="", compare=False)  # the file or shipped name, for error messages
+
+    @property
+    def needs_reference_scale(self) -> bool:
+        """Whether a budget is stated in the papers' units (`paper`), a fraction of the slices' fully sampled image
+        scale: the data must then hold fully sampled k-space. Sweeps keep a budget's convention."""
+        budgets = [getattr(p.settings, "budget", None) for p in self.perturbations]
+        return any(budget is not None and budget.needs_reference_scale for budget in budgets)
 
     def perturbation(self, name: str) -> PerturbationSpec:
         for p in self.perturbations:

@@ -1,8 +1,9 @@
 """The interface between the evaluation and a model: perturbed batch + test-time settings -> magnitude image.
 
 A `Reconstructor` wraps one DIRECT engine with its weights. Plugin models take test-time settings (unroll count,
-smoothing sigma, number of draws, noise seed) through their network's ``test_time(...)`` context manager; DIRECT's
-native models take none and say so, and the evaluation reports those cells n/a.
+smoothing sigma, number of draws, noise seed, the gradient an attack gets) through their network's
+``test_time(...)`` context manager; DIRECT's native models take none and say so, and the evaluation reports those
+cells n/a.
 """
 
 import contextlib
@@ -23,7 +24,9 @@ NOISE_SEED = "noise_seed"
 class TestTimeSettings:
     """Settings a model runs under at test time; None keeps what its YAML configured.
 
-    A noise seed matters only to models that draw noise: the others run unchanged under any seed.
+    A noise seed matters only to models that draw noise: the others run unchanged under any seed. The attack
+    gradient (``full`` or ``published``, see ``smug_plugin.models.unrolled.AttackGradient``) changes the gradient
+    an attack gets, never a reconstruction's value; only PGD with ``gradient: published`` sets it.
     """
 
     __test__ = False  # not a pytest test class
@@ -32,6 +35,7 @@ class TestTimeSettings:
     sigma: float | None = None
     num_samples: int | None = None
     noise_seed: int | None = None
+    attack_gradient: str | None = None
 
     def requested(self) -> dict[str, Any]:
         """The settings that change something (not None)."""
@@ -46,7 +50,7 @@ class UnsupportedSettings(Exception):
 class SupportsTestTime(Protocol):
     """The test-time interface of the plugin's networks."""
 
-    def test_time(self, num_steps=None, sigma=None, num_samples=None, noise_seed=None): ...
+    def test_time(self, num_steps=None, sigma=None, num_samples=None, noise_seed=None, attack_gradient=None): ...
 
     def supported_test_time_settings(self) -> frozenset[str]: ...
 
@@ -219,9 +223,11 @@ class ConfiguredModel:
 
     def with_reconstructor(self, reconstructor: Reconstructor) -> "ConfiguredModel":
         """``reconstructor`` under the same settings; raises `UnsupportedSettings` if it cannot run them."""
-        unsupported = reconstructor.unsupported(self.settings)
-        if unsupported:
-            raise UnsupportedSettings(
-                f"Model '{reconstructor.name}' has no test-time setting {', '.join(sorted(unsupported))}."
-            )
+        reconstructor.applicable(self.settings)
         return ConfiguredModel(reconstructor, self.settings)
+
+    def with_settings(self, **changes: Any) -> "ConfiguredModel":
+        """The same model under changed settings; raises `UnsupportedSettings` if it cannot run them."""
+        settings = replace(self.settings, **changes)
+        self.reconstructor.applicable(settings)
+        return ConfiguredModel(self.reconstructor, settings)

@@ -21,7 +21,8 @@ MANIFEST = "manifest.json"
 PANELS = "panels"
 # Bumped when records of the same settings would hold other numbers, so that --resume never mixes the two.
 # 2: the clean reconstruction's noise seed names the model, its settings and the batch, not the first condition.
-RECORDS_FORMAT = 2
+# 3: every record holds the slice's intensity scale s_ref and eps in its units (`intensity_scale`, `eps_paper`).
+RECORDS_FORMAT = 3
 
 Unit = tuple[str, str, str]  # (data, condition id, batch key)
 
@@ -157,7 +158,8 @@ def open_store(output_dir: pathlib.Path, manifest: dict, resume: bool) -> Record
         if old.get("records_format") != RECORDS_FORMAT:
             raise ValueError(
                 f"Cannot resume in {output_dir}: its records were written by an earlier smug evaluate whose seeds "
-                "differ; evaluate again into a new --output-dir."
+                f"differ or whose records lack fields of this one (records format {old.get('records_format', 1)}, "
+                f"now {RECORDS_FORMAT}); evaluate again into a new --output-dir."
             )
         if old != manifest:
             changed = sorted(k for k in manifest if old.get(k) != manifest[k])

@@ -11,7 +11,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Any, ClassVar, Protocol, Self
 
 import torch
@@ -44,6 +44,10 @@ class AttackedModel(Protocol):
     def with_reconstructor(self, reconstructor: Any) -> "AttackedModel":
         """Another reconstructor under the same test-time settings."""
 
+    def with_settings(self, **changes: Any) -> "AttackedModel":
+        """The same model under changed test-time settings (e.g. ``attack_gradient``); raises
+        ``reconstructors.UnsupportedSettings`` where the model has no such setting."""
+
 
 @dataclass(frozen=True)
 class Targets:
@@ -55,10 +59,15 @@ class Targets:
         Magnitude target (batch, height, width) in DIRECT's normalised units.
     clean : Callable, optional
         The clean reconstruction of a model (shared with the evaluation, so computed once per batch and setting).
+    reference_scale : torch.Tensor, optional
+        The papers' intensity scale s_ref per slice (batch,) in DIRECT's normalised units, the unit of `paper`
+        budgets: :func:`smug_plugin.units.reference_intensity_scale` of the coil-combined fully sampled image.
+        None where the data hold no fully sampled k-space.
     """
 
     ground_truth: torch.Tensor
     clean: Callable[[AttackedModel], torch.Tensor] | None = None
+    reference_scale: torch.Tensor | None = None
 
     def of(self, target: AttackTarget, model: AttackedModel) -> torch.Tensor:
         if AttackTarget(target) == AttackTarget.GROUND_TRUTH:
@@ -102,8 +111,13 @@ class AttackOutcome:
         return facts
 
 
+def _is_string_enum(kind: Any) -> bool:
+    """StrEnum and DIRECT's DirectEnum (a str Enum) alike."""
+    return isinstance(kind, type) and issubclass(kind, Enum) and issubclass(kind, str)
+
+
 def _checked(kind: Any, value: Any, name: str) -> Any:
-    if isinstance(kind, type) and issubclass(kind, StrEnum):
+    if _is_string_enum(kind):
         return parse_enum(kind, value, name.replace("_", " "))
     if kind is bool and not isinstance(value, bool):
         raise ValueError(f"'{name}' must be true or false, got {value!r}.")
@@ -156,7 +170,7 @@ class AttackSettings:
         for name, value in self.fields().items():
             if isinstance(value, Budget):
                 value = value.to_dict()
-            out[name] = value.value if isinstance(value, StrEnum) else value
+            out[name] = value.value if isinstance(value, Enum) else value
         return out
 
     def describe(self) -> str:

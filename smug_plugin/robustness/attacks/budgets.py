@@ -1,21 +1,23 @@
 """Perturbation budget conventions.
 
-Published robustness studies state their budgets in incompatible units. The SMUG journal code uses an absolute
-l_inf budget per real/imaginary entry of the normalised k-space (eps = 0.02), its text a budget relative to the
-largest k-space magnitude, and Robustness-CS / robust-nets a relative l2 norm ``||delta|| / ||y||``. A `Budget`
-carries its convention so that every output can state it, and resolves to one eps per slice.
+Published robustness studies state their budgets in incompatible units. The SMUG journal code uses an l_inf budget
+per real/imaginary k-space entry (eps = 0.02) in units where each slice's coil-combined fully sampled image has
+max(|Re|, |Im|) = 1 (`paper`; :mod:`smug_plugin.units`), its text a budget relative to the largest k-space
+magnitude, and Robustness-CS / robust-nets a relative l2 norm ``||delta|| / ||y||``. DIRECT normalises k-space by
+the 99th percentile of its masked magnitude instead, where that image maximum is several units (`absolute`). A
+`Budget` carries its convention so that every output can state it, and resolves to one eps per slice.
 """
 
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Any
 
 import torch
 
 
-def parse_enum(cls: type[StrEnum], value: Any, what: str) -> StrEnum:
+def parse_enum[E: Enum](cls: type[E], value: Any, what: str) -> E:
     """``cls(value)`` with an error that lists the allowed values."""
     try:
         return cls(value)
@@ -36,6 +38,17 @@ class BudgetConvention(StrEnum):
     ABSOLUTE = "absolute"  # eps in DIRECT's normalised units (k-space or image, whichever is perturbed)
     RELATIVE_MAX = "relative_max"  # eps = value * max |real/imag entry| of the measured (perturbed) signal
     RELATIVE_L2 = "relative_l2"  # eps = value * ||y||_2 of the measured signal (l2 balls only)
+    # eps = value * s_ref per slice, s_ref = max(|Re|, |Im|) of the slice's coil-combined fully sampled image in
+    # DIRECT's units: the papers' units, for k-space and image-domain perturbations alike.
+    PAPER = "paper"
+
+
+# The fix named wherever a `paper` budget meets data without fully sampled k-space.
+PAPER_NEEDS_FULLY_SAMPLED = (
+    "budget convention 'paper' (eps as a fraction of each slice's fully sampled image scale s_ref) needs the fully "
+    "sampled k-space: evaluate on fully sampled files (as fastMRI's train and val sets), or state the budgets with "
+    "convention: absolute (DIRECT's normalised units)"
+)
 
 
 @dataclass(frozen=True)
@@ -89,8 +102,15 @@ class Budget:
         except ValueError as error:
             raise ValueError(f"bad budget {raw!r}: {error}") from None
 
-    def resolve(self, signal: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
-        """Absolute radius per slice.
+    @property
+    def needs_reference_scale(self) -> bool:
+        """Whether the radius is a fraction of the slices' fully sampled image scale s_ref."""
+        return self.convention == BudgetConvention.PAPER
+
+    def resolve(
+        self, signal: torch.Tensor, support: torch.Tensor, reference_scale: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Radius per slice in DIRECT's normalised units.
 
         Parameters
         ----------
@@ -98,16 +118,27 @@ class Budget:
             The measured signal that is perturbed, batch first, complex as a trailing axis of size 2.
         support : torch.Tensor
             Entries that may be perturbed (broadcastable to `signal`), e.g. the sampling mask.
+        reference_scale : torch.Tensor, optional
+            s_ref per slice, shape (batch,), in DIRECT's units (`paper` budgets only).
 
         Returns
         -------
         torch.Tensor
             Radius of shape (batch,).
+
+        Raises
+        ------
+        ValueError
+            A `paper` budget without ``reference_scale`` (data without fully sampled k-space).
         """
         batch = signal.shape[0]
         measured = (signal * support).detach().reshape(batch, -1)
         if self.convention == BudgetConvention.ABSOLUTE:
             return torch.full((batch,), float(self.value), dtype=signal.dtype, device=signal.device)
+        if self.convention == BudgetConvention.PAPER:
+            if reference_scale is None:
+                raise ValueError(f"{PAPER_NEEDS_FULLY_SAMPLED}.")
+            return self.value * reference_scale.detach().to(dtype=signal.dtype, device=signal.device)
         if self.convention == BudgetConvention.RELATIVE_MAX:
             return self.value * measured.abs().amax(dim=1)
         return self.value * measured.norm(dim=1)
@@ -115,7 +146,8 @@ class Budget:
     def describe(self) -> str:
         """Human-readable statement of the budget, written into every output."""
         unit = {
-            BudgetConvention.ABSOLUTE: "absolute, normalised units",
+            BudgetConvention.ABSOLUTE: "absolute, DIRECT's normalised units",
+            BudgetConvention.PAPER: "paper units: x s_ref, the max |real/imag| of the slice's fully sampled image",
             BudgetConvention.RELATIVE_MAX: "x max |real/imag| of measured signal",
             BudgetConvention.RELATIVE_L2: "x ||y||_2 (relative l2)",
         }[self.convention]

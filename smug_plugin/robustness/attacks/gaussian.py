@@ -59,6 +59,6 @@ class GaussianNoise(Attack):
     def __call__(self, model: AttackedModel, batch: dict, targets: Targets, seed: int) -> AttackOutcome:
         generator = torch.Generator(device=batch["masked_kspace"].device).manual_seed(seed)
         perturbed = perturbed_signal(self.settings.domain, model, batch)
-        eps = self.settings.budget.resolve(perturbed.signal, perturbed.support)
+        eps = self.settings.budget.resolve(perturbed.signal, perturbed.support, targets.reference_scale)
         noise = matched_noise(perturbed.signal.shape, eps, self.settings.budget.norm, perturbed.support, generator)
         return AttackOutcome(perturbed.lift(noise), eps.tolist())

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from smug_plugin.models.unrolled import AttackGradient
 from smug_plugin.robustness.attacks.ball import per_slice, per_slice_scale, project, random_in_ball
 from smug_plugin.robustness.attacks.base import (
     Attack,
@@ -52,6 +53,11 @@ class PGDSettings(AttackSettings):
         draw per step).
     keep_best : bool
         Return, per slice, the iterate with the largest objective (makes more steps never weaker).
+    gradient : AttackGradient
+        ``full``: the exact gradient of the reconstruction. ``published``: the gradient of the model run under
+        ``attack_gradient="published"``, which flows through the first denoiser input x_0 = A^H y only, as the
+        published code's CG backward. Forward values, and so the objective, are the same either way. Plugin models
+        only: DIRECT-native models have no such setting and are reported n/a.
     """
 
     budget: Budget
@@ -62,6 +68,7 @@ class PGDSettings(AttackSettings):
     target: AttackTarget = AttackTarget.GROUND_TRUTH
     eot_samples: int = 1
     keep_best: bool = True
+    gradient: AttackGradient = AttackGradient.FULL
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -73,9 +80,15 @@ class PGDSettings(AttackSettings):
 
     def describe(self) -> str:
         draws = f"EOT over {self.eot_samples} draws/step" if self.eot_samples > 1 else "one noise draw per step"
+        gradient = ""
+        if self.gradient == AttackGradient.PUBLISHED:
+            gradient = (
+                ", published gradient (through the first denoiser input only, as the published CG backward; "
+                "DIRECT-native models n/a)"
+            )
         return (
             f"pgd {self.domain.value} {self.budget.describe()}, {self.steps} steps of {self.step_fraction:.3g} eps, "
-            f"random start={self.random_start}, loss=MSE to {self.target.value}, {draws}"
+            f"random start={self.random_start}, loss=MSE to {self.target.value}, {draws}{gradient}"
         )
 
 
@@ -191,6 +204,8 @@ class PGD(Attack):
 
     The random start comes from ``seed``; gradient draw ``i`` of a randomized model uses noise seed
     ``seed + 1 + i``. EOT averages ``eot_samples`` draws per step for randomized models (one draw otherwise).
+    With ``gradient: published`` the model is run under ``attack_gradient="published"`` for the whole ascent;
+    the evaluation then reconstructs the attacked k-space under the condition's own settings.
     """
 
     kind = "pgd"
@@ -199,13 +214,17 @@ class PGD(Attack):
 
     def __call__(self, model: AttackedModel, batch: dict, targets: Targets, seed: int) -> AttackOutcome:
         settings = self.settings
+        differentiated = model
+        if settings.gradient != AttackGradient.FULL:
+            differentiated = model.with_settings(attack_gradient=settings.gradient.value)
         target = targets.of(settings.target, model)
         generator = torch.Generator(device=batch["masked_kspace"].device).manual_seed(seed)
         perturbed = perturbed_signal(settings.domain, model, batch)
-        eps = settings.budget.resolve(perturbed.signal, perturbed.support)
+        eps = settings.budget.resolve(perturbed.signal, perturbed.support, targets.reference_scale)
 
         def objective(kspace_delta: torch.Tensor, draw: int) -> torch.Tensor:
-            return reconstruction_error(model.reconstruct(batch, kspace_delta, noise_seed=seed + 1 + draw), target)
+            output = differentiated.reconstruct(batch, kspace_delta, noise_seed=seed + 1 + draw)
+            return reconstruction_error(output, target)
 
         result = projected_gradient_ascent(
             objective,

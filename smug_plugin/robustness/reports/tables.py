@@ -31,10 +31,53 @@ CSV_FIELDS = [
     "psnr_delta_ref_ci95",
     "ssim_delta_ref",
     "ssim_delta_ref_ci95",
+    "eps_mean",
+    "eps_min",
+    "eps_max",
+    "eps_paper_mean",
+    "eps_paper_min",
+    "eps_paper_max",
     "description",
 ]
 # The statistics columns of the CSV: "n/a" where there is no finite value.
-NUMERIC_SUFFIXES = ("_mean", "_std", "_ci95", "_delta_ref")
+NUMERIC_SUFFIXES = ("_mean", "_std", "_ci95", "_delta_ref", "_min", "_max")
+
+
+def eps_range(records: list[dict]) -> dict:
+    """The radius eps over the records' slices in DIRECT's normalised units (``eps_*``) and in the papers' units,
+    eps / s_ref (``eps_paper_*``; None without fully sampled k-space): mean, min and max."""
+    out = {}
+    for key in ("eps", "eps_paper"):
+        values = [r[key] for r in records if r.get(key) is not None]
+        stats = (sum(values) / len(values), min(values), max(values)) if values else (None,) * 3
+        out.update(zip((f"{key}_mean", f"{key}_min", f"{key}_max"), stats))
+    return out
+
+
+def budget_equivalents(records: list[dict]) -> dict[str, dict]:
+    """`eps_range` of every perturbation of the main table that perturbs (eps > 0), with its slice count: the
+    budget of each convention in DIRECT's units and in the papers'."""
+    by_perturbation: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        if r["group"] == "main":
+            by_perturbation[r["perturbation"]].append(r)
+    return {
+        name: {"n_slices": len({(r["file"], r["slice"]) for r in recs}), **eps_range(recs)}
+        for name, recs in by_perturbation.items()
+        if any(r["eps"] > 0 for r in recs)
+    }
+
+
+def describe_equivalent(equivalent: dict) -> str:
+    """'eps over the 12 slices: 0.0918 (0.068-0.135) in DIRECT's normalised units, 0.02 (0.02-0.02) in paper
+    units'."""
+    units = [("eps", "DIRECT's normalised units"), ("eps_paper", "paper units (x s_ref)")]
+    parts = [
+        f"{_g(equivalent[f'{key}_mean'])} ({_g(equivalent[f'{key}_min'])}-{_g(equivalent[f'{key}_max'])}) in {unit}"
+        for key, unit in units
+        if equivalent[f"{key}_mean"] is not None
+    ]
+    return f"eps over the {equivalent['n_slices']} slices: {', '.join(parts)}"
 
 
 def summarize_records(
@@ -69,6 +112,7 @@ def summarize_records(
             row.update({f"{m}_mean": s["mean"], f"{m}_std": s["std"], f"{m}_ci95": s["ci95"]})
         vols = volume_metrics(recs)
         row["psnr_volume_mean"] = summarize([v["psnr"] for v in vols.values()])["mean"]
+        row.update(eps_range(recs))
         row["volumes"] = vols
         ref = {(r["file"], r["slice"]): r for r in cells.get((condition, reference), [])}
         for m in ("psnr", "ssim"):
@@ -86,6 +130,10 @@ def _missing(x) -> bool:
 
 def _fmt(x, digits: int = 2, sign: str = "") -> str:
     return "n/a" if _missing(x) else f"{x:{sign}.{digits}f}"
+
+
+def _g(x: float) -> str:
+    return f"{x:.3g}"
 
 
 def json_ready(value):
@@ -122,6 +170,7 @@ def markdown_table(
     descriptions: dict[str, str],
     layout: list[dict],
     preamble: list[str] | None = None,
+    equivalents: dict[str, dict] | None = None,
 ) -> str:
     lines = [
         "# Robustness evaluation",
@@ -146,7 +195,11 @@ def markdown_table(
             for metric, digits in (("psnr", 2), ("ssim", 4)):
                 parts.append("n/a" if r is None else _mean_std_delta(r, metric, digits, model == reference))
         lines.append(f"| {model} | " + " | ".join(parts) + " |")
-    lines += ["", "Perturbations:", ""] + [f"- **{k}**: {v}" for k, v in descriptions.items()]
+    equivalents = equivalents or {}
+    lines += ["", "Perturbations:", ""]
+    for name, description in descriptions.items():
+        equivalent = f"; {describe_equivalent(equivalents[name])}" if name in equivalents else ""
+        lines.append(f"- **{name}**: {description}{equivalent}")
     lines += transfer_matrix(transfers, models)
     for group in dict.fromkeys(c["group"] for c in layout if c["group"] != "main"):
         sub = [r for r in rows if r["group"] == group]
@@ -195,6 +248,7 @@ def write_reports(
     names = [m["name"] for m in models]
     rows = summarize_records(records, reference, layout, names)
     descriptions = {p["name"]: p["description"] for p in protocol["perturbations"]}
+    equivalents = budget_equivalents(records)
     doc = {
         "schema_version": SCHEMA_VERSION,
         "reference": reference,
@@ -203,6 +257,7 @@ def write_reports(
         "run": run,
         "versions": package_versions(),
         "budgets": descriptions,
+        "budget_equivalents": equivalents,
         "data_issues": data_issues,
         "warnings": warnings,
         "summary": rows,
@@ -218,5 +273,6 @@ def write_reports(
         writer.writerow({**cells, "description": descriptions.get(row["perturbation"], "")})
     atomic_write_text(paths["csv"], buf.getvalue())
     preamble = notices(data_issues, warnings)
-    atomic_write_text(paths["md"], markdown_table(rows, names, reference, descriptions, layout, preamble))
+    md = markdown_table(rows, names, reference, descriptions, layout, preamble, equivalents)
+    atomic_write_text(paths["md"], md)
     return paths
