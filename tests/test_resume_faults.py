@@ -248,17 +248,17 @@ def test_lock_admits_one_run_and_is_released(tmp_path):
         owner = json.loads(lock.read_text())
         assert owner["pid"] == os.getpid() and owner["host"] == socket.gethostname()
         with pytest.raises(OutputDirLocked) as error, output_dir_lock(out):
-            pass
+            raise AssertionError("a second run was let into a locked folder")
         message = str(error.value)
         assert str(out) in message and f"pid {os.getpid()} on host {socket.gethostname()}" in message
         assert "another --output-dir" in message and "\n" not in message
         (out / "result.txt").write_text("kept")
     assert not lock.exists() and (out / "result.txt").exists()
-    with output_dir_lock(out):  # free again
-        pass
+    with output_dir_lock(out) as again:  # free again
+        assert json.loads(again.read_text())["pid"] == os.getpid()
     # A run that wrote nothing leaves no folder behind.
-    with output_dir_lock(tmp_path / "unused"):
-        pass
+    with output_dir_lock(tmp_path / "unused") as unused:
+        assert unused.exists()
     assert not (tmp_path / "unused").exists()
 
 
@@ -288,6 +288,6 @@ def test_lock_whose_owner_may_still_run_is_refused(tmp_path, owner, message):
     out.mkdir()
     (out / LOCK).write_text(json.dumps({**owner, "started": "2026-01-01 00:00:00"}))
     with pytest.raises(OutputDirLocked) as error, output_dir_lock(out):
-        pass
+        raise AssertionError("a lock whose owner may still run was taken")
     assert message in str(error.value) and f"delete {out / LOCK} and run again" in str(error.value)
     assert json.loads((out / LOCK).read_text())["pid"] == owner["pid"]

@@ -72,7 +72,7 @@ def load_weights_only(path: pathlib.Path, where: str, fix: str) -> Any:
             raise ValueError(
                 f"{where} was refused: loading it would execute code ({refused.group(1)}), and checkpoints are read "
                 "with torch.load(weights_only=True). If it is an old checkpoint you trust, load it once in a trusted "
-                "session with torch.load(path, weights_only=False) and re-save only its weights: "
+                "session with torch.load and weights_only set to False, and re-save only its weights: "
                 'torch.save({"model": checkpoint["model"]}, path).'
             ) from None
         raise ValueError(

@@ -131,7 +131,7 @@ def _checked(kind: Any, value: Any, name: str) -> Any:
 
 
 @dataclass(frozen=True)
-class AttackSettings:
+class AttackSettings(ABC):
     """Settings of one attack kind; subclasses are dataclasses whose fields are the protocol entry's keys.
 
     Values are type-checked (enums parsed from their strings) on construction; subclasses add their own checks
@@ -173,9 +173,9 @@ class AttackSettings:
             out[name] = value.value if isinstance(value, Enum) else value
         return out
 
+    @abstractmethod
     def describe(self) -> str:
         """Human-readable statement of the attack, written into every output."""
-        raise NotImplementedError
 
 
 class Attack(ABC):
