@@ -103,7 +103,7 @@ _INPUT_ERRORS = ("ValueError", "FileNotFoundError", "KeyError", "PluginModelNotF
 def is_plugin_input_error(exc: BaseException) -> bool:
     """Whether ``exc`` is bad input of a plugin model: raised by plugin code, or a config key error of a plugin
     config (OmegaConf names the config class, e.g. ``SMUGConfig``)."""
-    if type(exc).__module__ == "omegaconf.errors":
+    if type(exc).__module__ == "omegaconf.errors":  # a YAML error of a plugin config (it names the class)
         return _plugin_config_class(str(exc)) is not None
     tb = exc.__traceback__
     last = None
@@ -114,14 +114,6 @@ def is_plugin_input_error(exc: BaseException) -> bool:
     return raised_here and type(exc).__name__ in _INPUT_ERRORS
 
 
-def available_model_classes() -> list[str]:
-    """Class names of every registered plugin model (``SMUG`` for ``smug.smug.SMUG``)."""
-    names = []
-    for namespace, package in registered_namespaces().items():
-        names += [model.rsplit(".", 1)[-1] for model in available_models(namespace, package)]
-    return names
-
-
 def _one_line_errors(previous):
     """An excepthook for the ``direct`` command: a plugin's input error is one line, anything else unchanged."""
 
@@ -129,35 +121,35 @@ def _one_line_errors(previous):
         if not is_plugin_input_error(exc):
             return previous(exc_type, exc, tb)
         message = " ".join(str(exc).split())
-        if type(exc).__module__ == "omegaconf.errors":
-            message = _config_key_hint(exc, message)
+        config_class = _plugin_config_class(message) if type(exc).__module__ == "omegaconf.errors" else None
+        if config_class is not None:
+            message = _config_key_hint(config_class, message)
         sys.stderr.write(f"direct: error: {message}\n")
         return None
 
     return hook
 
 
-def _plugin_config_class(message: str) -> str | None:
-    """The plugin config class (``SMUGConfig``) an OmegaConf error message names, if any."""
-    import re
-
-    named = set(re.findall(r"\b(\w+Config)\b", message))
-    return next((f"{name}Config" for name in available_model_classes() if f"{name}Config" in named), None)
-
-
-def _config_key_hint(exc: BaseException, message: str) -> str:
-    """An OmegaConf error of a plugin config as one line: what is wrong, the key, the YAML (``--cfg``), the fix."""
-    import dataclasses
+def _plugin_config_class(message: str) -> type | None:
+    """The config dataclass of this plugin (``SMUGConfig``) that an OmegaConf error message names, if any."""
     import re
 
     from smug_plugin.models import config
+
+    ours = {name: cls for name, cls in vars(config).items() if getattr(cls, "__module__", None) == config.__name__}
+    return next((ours[name] for name in re.findall(r"\b(\w+Config)\b", message) if name in ours), None)
+
+
+def _config_key_hint(config_class: type, message: str) -> str:
+    """An OmegaConf error of a plugin config as one line: what is wrong, the key, the YAML (``--cfg``), the fix."""
+    import dataclasses
+    import re
 
     argv = sys.argv
     cfg = argv[argv.index("--cfg") + 1] if "--cfg" in argv[:-1] else "the --cfg YAML"
     what = message.split(" full_key")[0].rstrip(". ")
     key = re.search(r"full_key: (\S+)", message)
     where = f"`model.{key.group(1)}` in {cfg}" if key else f"the `model:` section of {cfg}"
-    config_class = getattr(config, _plugin_config_class(message))
     fields = {f.name: f for f in dataclasses.fields(config_class)}
     if key and key.group(1) in fields:
         expected = fields[key.group(1)].type

@@ -26,16 +26,14 @@ ITERATIONS = 6  # DIRECT validates and checkpoints only from iteration 5 on: mod
 PAPER_SHRINK = {"num_steps": 1, "num_samples": 2}
 
 
-def multicoil_inputs(
-    batch: int = 2, coils: int = 3, size: tuple[int, int] = (16, 12), kspace_scale: float = 1.0, seed: int = 1
-):
-    """Tiny random (masked k-space, column mask, normalised coil maps) in DIRECT's layout, drawn in a fixed order.
+def multicoil_inputs(batch: int = 2, coils: int = 3, size: tuple[int, int] = (16, 12), seed: int = 1):
+    """Tiny random column mask and normalised coil maps in DIRECT's layout, drawn in a fixed order.
 
     Returns
     -------
     tuple
-        Generator (for further draws), k-space ``(batch, coils, H, W, 2)`` times ``kspace_scale`` inside the mask,
-        mask ``(batch, 1, H, W, 1)``, maps with sum_c |S_c|^2 = 1.
+        The generator (callers draw their k-space or image from it next, so values stay those of the seed), the
+        mask ``(batch, 1, H, W, 1)`` and maps ``(batch, coils, H, W, 2)`` with sum_c |S_c|^2 = 1.
     """
     import torch
 

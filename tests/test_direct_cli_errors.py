@@ -57,3 +57,20 @@ def test_only_the_plugins_own_input_errors_are_shortened():
     with pytest.raises(ZeroDivisionError) as bug:
         _ = 1 / 0
     assert not is_plugin_input_error(bug.value)
+
+
+def test_config_errors_are_shortened_only_for_the_plugins_config_classes():
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigKeyError
+
+    from smug_plugin.models.config import SMUGConfig
+
+    with pytest.raises(ConfigKeyError) as plugin:
+        OmegaConf.merge(OmegaConf.structured(SMUGConfig), {"unknown_key": 1})
+    assert is_plugin_input_error(plugin.value)
+
+    from direct.config.defaults import ModelConfig
+
+    with pytest.raises(ConfigKeyError) as host:
+        OmegaConf.merge(OmegaConf.structured(ModelConfig), {"unknown_key": 1})
+    assert "ModelConfig" in str(host.value) and not is_plugin_input_error(host.value)

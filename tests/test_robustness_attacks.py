@@ -2,6 +2,7 @@
 
 import dataclasses
 import pkgutil
+import subprocess
 import sys
 
 import pytest
@@ -181,6 +182,13 @@ def test_settings_validate_themselves(entry, message):
 
 
 def test_every_module_of_the_attacks_package_is_imported_and_its_attacks_registered():
+    # In a fresh interpreter: this test file imports attack modules itself, which would hide a missing import.
+    code = (
+        "import pkgutil, sys; import smug_plugin.robustness.attacks as a; "
+        "print([m.name for m in pkgutil.iter_modules(a.__path__) if f'{a.__name__}.{m.name}' not in sys.modules])"
+    )
+    missing = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert missing.strip() == "[]", f"not imported by smug_plugin.robustness.attacks: {missing}"
     for module in pkgutil.iter_modules(attacks.__path__):
         name = f"{attacks.__name__}.{module.name}"
         assert name in sys.modules, f"{name} is not imported by smug_plugin.robustness.attacks"

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import multicoil_inputs
 from direct.config.defaults import DefaultConfig, FunctionConfig, LossConfig, TrainingConfig, ValidationConfig
 from direct.data.transforms import fft2, ifft2
 from omegaconf import OmegaConf
@@ -31,11 +32,7 @@ def engine(engine_class, model_class, model_cfg, losses: list[str]):
 
 def batch(scale: float = 1.0) -> dict[str, torch.Tensor]:
     """Fully sampled k-space of images of maximum about 5 (DIRECT-like units), its 4x-ish masked copy."""
-    generator = torch.Generator().manual_seed(1)
-    shape = (2, 3, 16, 12, 2)
-    mask = (torch.rand(2, 1, 1, 12, 1, generator=generator) > 0.5).float().expand(2, 1, 16, 12, 1).contiguous()
-    sens = torch.randn(shape, generator=generator)
-    sens = sens / (sens**2).sum(dim=(1, 4), keepdim=True).sqrt()
+    generator, mask, sens = multicoil_inputs()
     image = 5 * torch.rand(2, 16, 12, 2, generator=generator)
     kspace = scale * MultiCoilOperator(fft2, ifft2, sens, mask).fully_sampled(image)
     return {"kspace": kspace, "masked_kspace": kspace * mask, "sampling_mask": mask, "sensitivity_map": sens}
