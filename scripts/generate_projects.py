@@ -256,22 +256,22 @@ def units_comment(study: str, model: dict) -> list[str]:
     """The header lines that say what the model's numbers mean."""
     if study_units(study) == "direct":
         return [
-            "# Units: DIRECT's (k-space / 99th percentile of |masked k-space|). Image maxima are about 3-7 there on",
-            "# the demo data, so sigma 0.01 is 0.15-0.3 % of the image maximum; the papers' 1 % is intensity_scale:",
-            "# paper.",
+            "# Units: DIRECT's (k-space / 99th percentile of |masked k-space|). Image maxima are 3.75-6.15 there on",
+            "# the demo data at 4x, so sigma 0.01 is 0.16-0.27 % of the image maximum (results/demo/units_table.txt);",
+            "# the papers' 1 % is intensity_scale: paper.",
         ]
     if model["model_name"] == "smug.didn.DIDN":
         return [
             "# Units: intensity_scale paper: each target is divided by its s = max(|Re|, |Im|) (fully sampled, the",
-            "# papers' definition) before the noise: sigma 0.01 is 1 % of s, noisy inputs are clamped to [-1, 1] of s.",
+            "# papers' definition) before the noise: sigma 0.01 is 1 % of s; noisy inputs are clamped to [-1, 1] of s.",
         ]
     lines = [
         "# Units: intensity_scale paper: each slice runs divided by s = max(|Re|, |Im|) of its A^H y and the output is",
-        "# multiplied back. The papers' s is that of the fully sampled image: 1.0-1.4 times this one on the demo data",
-        "# at 4x (median 1.2).",
+        "# multiplied back. The papers' s is that of the fully sampled image: 1.07-1.44 times this one on the demo",
+        "# data at 4x (median 1.19, results/demo/units_table.txt).",
     ]
     if "sigma" in model:
-        lines.append("# sigma 0.01 is 1 % of s and noisy inputs are clamped to [-1, 1] of s, as in the papers.")
+        lines.append("# sigma 0.01 is 1 % of s; noisy inputs are clamped to [-1, 1] of s, widened to the image range.")
     return lines
 
 
