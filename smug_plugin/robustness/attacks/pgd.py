@@ -94,9 +94,8 @@ class PGDSettings(AttackSettings):
 
 @dataclass
 class AscentResult:
-    """Outcome of a PGD run: the variable, its k-space image, per-slice objective, per-step history."""
+    """Outcome of a PGD run: the k-space perturbation, per-slice objective, per-step history."""
 
-    variable: torch.Tensor
     kspace_delta: torch.Tensor
     objective: torch.Tensor
     history: list[torch.Tensor] = field(default_factory=list)
@@ -165,8 +164,7 @@ def projected_gradient_ascent(
     """
     lift = lift if lift is not None else (lambda v: v)
     norm = NormType(norm)
-    alpha = per_slice_scale(eps * step_fraction, torch.empty(variable_shape))
-    alpha = alpha.to(support.device)
+    alpha = per_slice_scale(eps * step_fraction, support).to(support.device)
     if random_start:
         delta = random_in_ball(variable_shape, eps, norm, support, generator)
     else:
@@ -195,7 +193,7 @@ def projected_gradient_ascent(
         delta = torch.where(per_slice_scale(better, delta), delta, best)
         final = torch.maximum(final, best_obj)
     delta = delta.detach()
-    return AscentResult(variable=delta, kspace_delta=lift(delta).detach(), objective=final, history=history)
+    return AscentResult(kspace_delta=lift(delta).detach(), objective=final, history=history)
 
 
 @register_attack
