@@ -77,7 +77,10 @@ def unrolled(size: str, name: str, pretrained: str | None, **extra) -> dict:
     model.update(cg_tol=1e-6, **denoiser(size), denoiser_checkpoint=pretrained, **extra)
     if size == "demo":
         # Watch robustness while training: validation PSNR/SSIM under a 3-step k-space PGD (<metric>_pgd).
+        # The budget in the model's units: eps 0.02 x s_ref (the papers') for the paper-unit models.
         model.update(robust_validation_budget=0.02, robust_validation_steps=3)
+        if extra.get("intensity_scale") == "paper":
+            model["robust_validation_units"] = "paper"
     return model
 
 

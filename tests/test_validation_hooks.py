@@ -38,10 +38,29 @@ def test_attack_stays_in_the_ball_on_acquired_entries_and_hurts(batch):
     assert torch.equal(again, attacked)  # the seed makes validations comparable across iterations
 
 
-@pytest.mark.parametrize("budget, steps, message", [(-1.0, 3, "budget"), (0.1, 0, "steps")])
-def test_bad_robust_validation_settings(budget, steps, message):
+def test_paper_units_budget_is_a_fraction_of_each_slices_reference_scale(batch):
+    model, kspace, mask, sens, target = batch
+    settings = RobustValidation(budget=0.05, units="paper", steps=3, seed=1)
+    reference_scale = torch.tensor([2.0, 8.0])
+    attacked = attacked_kspace(lambda k: model(k, mask, sens), kspace, mask, target, settings, reference_scale)
+    largest = (attacked - kspace).abs().flatten(1).amax(dim=1)
+    assert torch.all(largest <= 0.05 * reference_scale + 1e-6)
+    assert largest[1] > 0.05 * 2.0  # the second slice's radius is 4 x the first's, beyond an absolute 0.05
+    with pytest.raises(ValueError, match="fully sampled"):
+        attacked_kspace(lambda k: model(k, mask, sens), kspace, mask, target, settings)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"budget": -1.0, "steps": 3}, "budget"),
+        ({"budget": 0.1, "steps": 0}, "steps"),
+        ({"budget": 0.1, "units": "percent"}, "robust_validation_units"),
+    ],
+)
+def test_bad_robust_validation_settings(settings, message):
     with pytest.raises(ValueError, match=message):
-        RobustValidation(budget=budget, steps=steps)
+        RobustValidation(**settings)
 
 
 def test_metrics_summary_reads_the_last_iteration(tmp_path, capsys):

@@ -35,8 +35,11 @@ class MoDLConfig(ModelConfig):
     ustab_target: UStabTarget = UStabTarget.DENOISED_TARGET
     ustab_detach_target: bool = False
     ustab_frozen_denoiser_checkpoint: str | None = None
-    # Read by the engine: PGD robustness logged with the validation metrics as <metric>_pgd (0 = off).
+    # Read by the engine: PGD robustness logged with the validation metrics as <metric>_pgd (0 = off). The budget
+    # is in robust_validation_units: direct = absolute in DIRECT's normalised k-space, paper = a fraction of each
+    # slice's s_ref (max |Re|, |Im| of its fully sampled coil-combined image; the papers' eps 0.02).
     robust_validation_budget: float = 0.0
+    robust_validation_units: IntensityScale = IntensityScale.DIRECT
     robust_validation_steps: int = 5
     robust_validation_seed: int = 0
 

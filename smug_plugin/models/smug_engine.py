@@ -31,7 +31,7 @@ from smug_plugin.losses.smoothing import (
 from smug_plugin.models.denoiser import apply_denoiser, load_denoiser_state
 from smug_plugin.operators import MultiCoilOperator
 from smug_plugin.robustness.validation import RobustValidation, attacked_kspace
-from smug_plugin.units import from_unit_scale, to_unit_scale
+from smug_plugin.units import IntensityScale, from_unit_scale, reference_intensity_scale, to_unit_scale
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -92,6 +92,10 @@ class _FamilyEngine(MRIModelEngine):
 
         return loss_fn
 
+    def _reference_scale(self, data: dict[str, Any]) -> torch.Tensor:
+        """s_ref per slice, the unit of paper budgets (the evaluator may use the ground truth, as the papers do)."""
+        return reference_intensity_scale(self._complex_target(data))
+
     def _complex_target(self, data: dict[str, Any]) -> torch.Tensor:
         if "kspace" not in data:
             raise KeyError(
@@ -127,6 +131,7 @@ class UnrolledEngine(_FamilyEngine):
         super().__init__(cfg, model, device, forward_operator, backward_operator, mixed_precision, **models)
         self._robust_validation = RobustValidation(
             budget=float(getattr(cfg.model, "robust_validation_budget", 0.0)),
+            units=getattr(cfg.model, "robust_validation_units", IntensityScale.DIRECT),
             steps=int(getattr(cfg.model, "robust_validation_steps", 5)),
             seed=int(getattr(cfg.model, "robust_validation_seed", 0)),
         )
@@ -214,6 +219,7 @@ class UnrolledEngine(_FamilyEngine):
                 data["sampling_mask"],
                 data["target"],
                 self._robust_validation,
+                self._reference_scale(data) if self._robust_validation.needs_reference_scale else None,
             ).detach()
         output = self.model(
             masked_kspace=data["masked_kspace"],

@@ -12,17 +12,22 @@ from dataclasses import dataclass
 import torch
 
 from smug_plugin.robustness.attacks import Budget, Targets
+from smug_plugin.robustness.attacks.budgets import BudgetConvention
 from smug_plugin.robustness.attacks.pgd import PGD
+from smug_plugin.units import IntensityScale, parse_choice
 
 
 @dataclass
 class RobustValidation:
-    """k-space l_inf PGD against the ground truth (the journal's protocol) with an absolute budget.
+    """k-space l_inf PGD against the ground truth (the journal's protocol).
 
     Parameters
     ----------
     budget : float
-        l_inf radius per real/imaginary entry of DIRECT's normalised k-space; 0 disables the attack.
+        l_inf radius per real/imaginary k-space entry in `units`; 0 disables the attack.
+    units : IntensityScale
+        ``direct``: absolute, in DIRECT's normalised k-space. ``paper``: a fraction of each slice's s_ref, the
+        max(|Re|, |Im|) of its coil-combined fully sampled image (the papers' eps = 0.02).
     steps : int
         PGD steps (step size budget / 3, random start).
     seed : int
@@ -30,10 +35,12 @@ class RobustValidation:
     """
 
     budget: float = 0.0
+    units: IntensityScale = IntensityScale.DIRECT
     steps: int = 5
     seed: int = 0
 
     def __post_init__(self):
+        self.units = parse_choice(IntensityScale, "robust_validation_units", self.units)
         if self.budget < 0:
             raise ValueError(f"robust_validation_budget must be >= 0, got {self.budget}.")
         if self.steps < 1:
@@ -42,6 +49,14 @@ class RobustValidation:
     @property
     def enabled(self) -> bool:
         return self.budget > 0
+
+    @property
+    def needs_reference_scale(self) -> bool:
+        return self.units == IntensityScale.PAPER
+
+    def as_budget(self) -> Budget:
+        convention = BudgetConvention.PAPER if self.needs_reference_scale else BudgetConvention.ABSOLUTE
+        return Budget(float(self.budget), convention)
 
 
 class _TrainingNetwork:
@@ -66,6 +81,7 @@ def attacked_kspace(
     sampling_mask: torch.Tensor,
     target: torch.Tensor,
     settings: RobustValidation,
+    reference_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``masked_kspace + delta`` with delta from PGD maximising the per-slice MSE of |reconstruct(y)| to the target.
 
@@ -79,10 +95,13 @@ def attacked_kspace(
         Magnitude ground truth (N, H, W).
     settings : RobustValidation
         Budget, steps and seed.
+    reference_scale : torch.Tensor, optional
+        s_ref per slice (N,), for ``units: paper``.
     """
-    attack = PGD(budget=Budget(float(settings.budget)), steps=settings.steps)
+    attack = PGD(budget=settings.as_budget(), steps=settings.steps)
     batch = {"masked_kspace": masked_kspace, "sampling_mask": sampling_mask}
     # DIRECT validates under no_grad; the attack needs gradients to the input.
     with torch.enable_grad():
-        outcome = attack(_TrainingNetwork(reconstruct), batch, Targets(target), settings.seed)
+        targets = Targets(target, reference_scale=reference_scale)
+        outcome = attack(_TrainingNetwork(reconstruct), batch, targets, settings.seed)
     return masked_kspace + outcome.kspace_delta
