@@ -3,32 +3,32 @@ and the SMUG papers' networks, whose settings are the defaults of the plugin's m
 iterations to tol 1e-6, DIDN 64 channels x 3 down-up blocks with 9 reconstruction convs, K = 10 draws)."""
 
 import argparse
+import dataclasses
 
 from smug_plugin.models.config import SMUGConfig
 
 IMAGE_SIZE = (320, 320)
 COILS = 15
+MODEL_SETTINGS = (
+    "num_steps",
+    "cg_iters",
+    "cg_tol",
+    "denoiser_hidden_channels",
+    "denoiser_num_dubs",
+    "denoiser_num_convs_recon",
+    "num_samples",
+)
 
 
-def paper_settings() -> dict:
-    """The benchmarks' option values (argparse destinations) of the papers' size."""
-    paper = SMUGConfig()
-    return {
-        "size": IMAGE_SIZE,
-        "coils": COILS,
-        "steps": paper.num_steps,
-        "cg_iters": paper.cg_iters,
-        "cg_tol": paper.cg_tol,
-        "denoiser_channels": paper.denoiser_hidden_channels,
-        "denoiser_dubs": paper.denoiser_num_dubs,
-        "denoiser_convs_recon": paper.denoiser_num_convs_recon,
-        "num_samples": paper.num_samples,
-    }
+def paper_model() -> dict:
+    """The papers' network settings, by their names in the ``model:`` section."""
+    paper = dataclasses.asdict(SMUGConfig())
+    return {name: paper[name] for name in MODEL_SETTINGS}
 
 
-def parse_with_preset(parser: argparse.ArgumentParser, extra: dict | None = None) -> argparse.Namespace:
-    """Parse the command line; with ``--paper-size`` the preset (and ``extra``) replace the defaults, so that an
-    option given explicitly still wins (``--paper-size --steps 2``)."""
+def parse_with_preset(parser: argparse.ArgumentParser, preset: dict) -> argparse.Namespace:
+    """Parse the command line; with ``--paper-size`` the ``preset`` (option values of the papers' size) replaces the
+    defaults, so that an option given explicitly still wins (``--paper-size --repeats 1``)."""
     parser.add_argument(
         "--paper-size",
         action="store_true",
@@ -36,6 +36,6 @@ def parse_with_preset(parser: argparse.ArgumentParser, extra: dict | None = None
     )
     args = parser.parse_args()
     if args.paper_size:
-        parser.set_defaults(**paper_settings(), **(extra or {}))
+        parser.set_defaults(**preset)
         args = parser.parse_args()
     return args

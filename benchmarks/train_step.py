@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 
-from paper_size import paper_settings, parse_with_preset
+from paper_size import COILS, IMAGE_SIZE, paper_model, parse_with_preset
 
 SMUG_SAMPLES = (1, 4, 10)
 CONV_WORKER = "denoiser convolutions"
@@ -374,8 +374,21 @@ def parse_args() -> argparse.Namespace:
         help="measure the denoiser's convolutions on batch x each of these draw counts (--paper-size: 1,K)",
     )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    draws = paper_settings()["num_samples"]
-    return parse_with_preset(parser, {"checkpointing": "both", "conv_draws": f"1,{draws}"})
+    paper = paper_model()
+    preset = {
+        "size": IMAGE_SIZE,
+        "coils": COILS,
+        "steps": paper["num_steps"],
+        "cg_iters": paper["cg_iters"],
+        "cg_tol": paper["cg_tol"],
+        "denoiser_channels": paper["denoiser_hidden_channels"],
+        "denoiser_dubs": paper["denoiser_num_dubs"],
+        "denoiser_convs_recon": paper["denoiser_num_convs_recon"],
+        "num_samples": paper["num_samples"],
+        "checkpointing": "both",
+        "conv_draws": f"1,{paper['num_samples']}",
+    }
+    return parse_with_preset(parser, preset)
 
 
 if __name__ == "__main__":

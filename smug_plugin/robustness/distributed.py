@@ -7,9 +7,10 @@ when they compute on GPUs (the backend DIRECT's training uses). They exchange on
 that stops the run, the finished units, the throughput), never tensors: every rank evaluates its own units.
 """
 
+import contextlib
 import datetime
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,16 @@ TORCHRUN_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
 
 class PeerStopped(Exception):
     """Another rank stopped the run with a problem it reports itself; this rank exits without repeating it."""
+
+
+@contextlib.contextmanager
+def _peers_may_leave() -> Iterator[None]:
+    """A rank that stopped with an error (which it reports) breaks the collective the others wait in: they stop too,
+    without a traceback of their own."""
+    try:
+        yield
+    except RuntimeError as e:  # torch.distributed.DistError and the backends' errors
+        raise PeerStopped(f"another rank left the run: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -127,7 +138,8 @@ class Ranks:
         import torch.distributed as dist
 
         values: list[Any] = [None] * self.world_size
-        dist.all_gather_object(values, value)
+        with _peers_may_leave():
+            dist.all_gather_object(values, value)
         return values
 
     def from_rank0(self, value: Any) -> Any:
@@ -137,7 +149,8 @@ class Ranks:
         import torch.distributed as dist
 
         box = [value]
-        dist.broadcast_object_list(box, src=0)
+        with _peers_may_leave():
+            dist.broadcast_object_list(box, src=0)
         return box[0]
 
     def agree(self, problem: str | None) -> None:
