@@ -15,7 +15,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "Evaluates every --model on the data under --data-root with the DIRECT inference transforms of the "
             "reference model's YAML, under each perturbation and shift of the --protocol. Writes robustness.json, "
             "robustness.csv, robustness.md and figures to --output-dir, appending per-slice records as they are "
-            "computed (records.jsonl) so that --resume can continue an interrupted run."
+            "computed (records.jsonl) so that --resume can continue an interrupted run. Started by torchrun "
+            "(torchrun --nproc-per-node N -m smug_plugin.cli.main evaluate ...), the ranks share the work units."
         ),
     )
     parser.add_argument(
@@ -40,7 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=4, help="Slices attacked at once (within one volume).")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores).")
-    parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+    parser.add_argument("--no-progress", action="store_true", help="Print no progress and no per-condition summaries.")
     parser.set_defaults(func=run)
     return parser
 
