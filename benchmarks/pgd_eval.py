@@ -11,8 +11,12 @@ DIDN 16 channels x 1 block, SMUG K = 4, sigma 0.01; VarNet with the cascades and
 the demo simulator (``smug_plugin.data.demo.make_demo_dataset``), the same slices for every model. The attack is
 ``smug evaluate``'s PGD object with its objective.
 
+``--paper-size`` runs the papers' size instead (``paper_size.py``: simulated 320 x 320 slices with 15 coils; MoDL and
+SMUG with 8 unrolls, CG to tol 1e-6, DIDN 64 x 3, K = 10); the target is one PGD step <= 1.2 x one forward+backward.
+
     python benchmarks/pgd_eval.py --threads 1
     python benchmarks/pgd_eval.py --device cuda --repeats 5
+    python benchmarks/pgd_eval.py --paper-size --threads 2 --batch-size 1 --repeats 1 --eot 0
 """
 
 import argparse
@@ -26,6 +30,7 @@ import tempfile
 import time
 
 import torch
+from paper_size import COILS, IMAGE_SIZE, paper_model, parse_with_preset
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -45,13 +50,14 @@ def timed(fn, repeats: int, device: str) -> float:
 
 
 def demo_config(name: str, root: pathlib.Path, **model_overrides) -> pathlib.Path:
-    """Copy of ``projects/demo/<name>.yaml`` without a pre-trained denoiser (fresh weights), with overrides."""
+    """Copy of ``projects/demo/<name>.yaml`` without a pre-trained denoiser (fresh weights), with the overrides of the
+    settings its model has."""
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(REPO / "projects" / "demo" / f"{name}.yaml")
     if "denoiser_checkpoint" in cfg.model:
         cfg.model.denoiser_checkpoint = None
-    cfg.model.update(model_overrides)
+    cfg.model.update({key: value for key, value in model_overrides.items() if key in cfg.model})
     path = root / name / "config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, path)
@@ -72,7 +78,10 @@ def main() -> None:
     parser.add_argument("--varnet-pull-layers", type=int, default=1, help="VarNet regulariser U-Net depth")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads")
     parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
+    parser.add_argument("--size", type=int, nargs=2, default=(96, 80), metavar=("H", "W"), help="simulated matrix")
+    parser.add_argument("--coils", type=int, default=8, help="simulated coils")
+    args = parse_with_preset(parser, {"size": IMAGE_SIZE, "coils": COILS})
+    network = paper_model() if args.paper_size else {}
     torch.set_num_threads(args.threads)
     logging.disable(logging.WARNING)  # DIRECT logs every config (and a notice) once per model
     names = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -104,8 +113,8 @@ def main() -> None:
         root = pathlib.Path(tmp)
         make_demo_dataset(
             root / "data",
-            matrix=(96, 80),
-            num_coils=8,
+            matrix=tuple(args.size),
+            num_coils=args.coils,
             train_volumes=0,
             val_volumes=0,
             test_volumes=1,
@@ -123,7 +132,7 @@ def main() -> None:
                 )
                 label = f"VarNet (DIRECT, {args.varnet_layers} cascades, {args.varnet_filters} filters)"
             else:
-                cfg = demo_config(name, root)
+                cfg = demo_config(name, root, **network)
                 label = {"modl": "MoDL", "smug": "SMUG"}[name]
             ckpt = save_fresh_checkpoint(cfg, root / name)
             reconstructor = load_reconstructor(ModelSpec(name, cfg, ckpt), args.device, root / name / "logs")

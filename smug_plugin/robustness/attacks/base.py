@@ -177,6 +177,11 @@ class AttackSettings(ABC):
     def describe(self) -> str:
         """Human-readable statement of the attack, written into every output."""
 
+    def model_passes(self) -> float:
+        """The expected work of the attack on one model in forward passes of the model (a backward pass counts as
+        two), besides the reconstruction of the perturbed input; for balancing the work of a sharded run."""
+        return 0.0
+
 
 class Attack(ABC):
     """One attack kind: constructed from its settings as keywords, called as ``attack(model, batch, targets, seed)``.

@@ -78,6 +78,10 @@ class PGDSettings(AttackSettings):
         if self.step_fraction <= 0:
             raise ValueError(f"step_fraction > 0 (a fraction of eps) required, got {self.step_fraction!r}.")
 
+    def model_passes(self) -> float:
+        """A forward and a backward pass per step and draw, and the final iterate scored once per draw."""
+        return float(3 * self.steps * self.eot_samples + self.eot_samples)
+
     def describe(self) -> str:
         draws = f"EOT over {self.eot_samples} draws/step" if self.eot_samples > 1 else "one noise draw per step"
         gradient = ""
