@@ -143,6 +143,14 @@ def _manifest(models, protocol, settings) -> dict:
     }
 
 
+def inference_masking(cfg) -> dict | None:
+    """The mask of the inference YAML (``inference.dataset.transforms.masking``) as plain data, None without one."""
+    from omegaconf import OmegaConf
+
+    masking = OmegaConf.select(cfg, "inference.dataset.transforms.masking", default=None)
+    return None if masking is None else OmegaConf.to_container(masking, resolve=True)
+
+
 def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, settings) -> dict:
     """Load protocol and models, evaluate, write the reports; returns the paths of the written files.
 
@@ -155,6 +163,7 @@ def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, se
     settings : RunSettings
         Data, output, seed, device, batching, resume.
     """
+    import json
     import random
     import sys
     import time
@@ -168,6 +177,7 @@ def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, se
     from smug_plugin.robustness.loop import Evaluator
     from smug_plugin.robustness.protocol import load_protocol
     from smug_plugin.robustness.records import open_store
+    from smug_plugin.robustness.reports.card import write_cards
     from smug_plugin.robustness.reports.figures import make_figures
     from smug_plugin.robustness.reports.tables import write_reports
 
@@ -201,6 +211,7 @@ def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, se
     evaluator = Evaluator(models, protocol, settings)
     protocol = evaluator.protocol  # with transfer_from: each expanded per source model
     started = time.time()
+    masking = inference_masking(evaluator.data_model.cfg)
 
     def run_facts(complete: bool) -> dict:
         return {
@@ -215,6 +226,7 @@ def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, se
             "wall_seconds_this_session": time.time() - started,
             "timings": dict(evaluator.timings),
             "data_from_model": evaluator.data_model.name,
+            "masking": masking,
             "complete": complete,
         }
 
@@ -239,5 +251,7 @@ def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, se
 
     evaluator.run(store, on_progress=lambda: report(False))
     paths = report(True)
-    paths.update(make_figures(settings.output_dir, store.records, describe))
+    document = json.loads(paths["json"].read_text())
+    paths.update(make_figures(settings.output_dir, store.records, describe, document["sanity"]))
+    paths.update(write_cards(settings.output_dir, document))
     return paths

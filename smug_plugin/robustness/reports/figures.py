@@ -1,4 +1,5 @@
-"""Figures of a robustness run (matplotlib, Agg backend): metric-vs-shift curves and image panels."""
+"""Figures of a robustness run (matplotlib, Agg backend): metric-vs-shift curves, image panels and the figure of
+each sanity check."""
 
 import pathlib
 from collections import defaultdict
@@ -86,6 +87,46 @@ def panel_figure(output_dir: pathlib.Path, models: list[str]) -> dict[str, pathl
     return {"figure_panels": path}
 
 
-def make_figures(output_dir: pathlib.Path, records: list[dict], models: list[dict]) -> dict[str, pathlib.Path]:
+def sanity_figures(output_dir: pathlib.Path, checks: list[dict]) -> dict[str, pathlib.Path]:
+    """The figure of each sanity check (`reports.sanity`): its evidence as lines, or as grouped bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = {}
+    for check in checks:
+        evidence = check["evidence"]
+        if not check["figure"]:
+            continue
+        fig, ax = plt.subplots(figsize=(6.5, 3.8), layout="constrained")
+        series = evidence["series"]
+        if evidence["kind"] == "line":
+            for s in series:
+                ax.plot(s["x"], [np.nan if y is None else y for y in s["y"]], marker="o", label=s["label"])
+        else:
+            width = 0.8 / len(series)
+            for i, s in enumerate(series):
+                positions = np.arange(len(s["x"])) + i * width
+                ax.bar(positions, [np.nan if y is None else y for y in s["y"]], width, label=s["label"])
+                for position, name in zip(positions, s["x"]):
+                    ax.annotate(str(name), (position, 0), rotation=90, fontsize=6, ha="center", va="bottom")
+            ax.set_xticks([])
+        ax.set_xlabel(evidence["xlabel"])
+        ax.set_ylabel(evidence["ylabel"])
+        ax.set_title(f"{check['title']}: {check['verdict']}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        path = output_dir / check["figure"]
+        _save(fig, path)
+        plt.close(fig)
+        paths[f"figure_sanity_{check['check']}"] = path
+    return paths
+
+
+def make_figures(
+    output_dir: pathlib.Path, records: list[dict], models: list[dict], checks: list[dict] | None = None
+) -> dict[str, pathlib.Path]:
     names = [m["name"] for m in models]
-    return {**sweep_figures(output_dir, records, names), **panel_figure(output_dir, names)}
+    figures = {**sweep_figures(output_dir, records, names), **panel_figure(output_dir, names)}
+    return {**figures, **sanity_figures(output_dir, checks or [])}
