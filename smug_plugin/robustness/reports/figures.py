@@ -104,19 +104,16 @@ def sanity_figures(output_dir: pathlib.Path, checks: list[dict]) -> dict[str, pa
         if evidence["kind"] == "line":
             for s in series:
                 ax.plot(s["x"], [np.nan if y is None else y for y in s["y"]], marker="o", label=s["label"])
+            ax.legend(fontsize=7)
         else:
-            width = 0.8 / len(series)
-            for i, s in enumerate(series):
-                positions = np.arange(len(s["x"])) + i * width
-                ax.bar(positions, [np.nan if y is None else y for y in s["y"]], width, label=s["label"])
-                for position, name in zip(positions, s["x"]):
-                    ax.annotate(str(name), (position, 0), rotation=90, fontsize=6, ha="center", va="bottom")
-            ax.set_xticks([])
+            # One bar per compared value, coloured by its place in the comparison (the attack, what it is held to).
+            bars = [(f"{s['label']}\n{x}", y, f"C{j}") for s in series for j, (x, y) in enumerate(zip(s["x"], s["y"]))]
+            ax.bar(range(len(bars)), [np.nan if y is None else y for _, y, _ in bars], color=[c for *_, c in bars])
+            ax.set_xticks(range(len(bars)), [label for label, *_ in bars], rotation=90, fontsize=6)
         ax.set_xlabel(evidence["xlabel"])
         ax.set_ylabel(evidence["ylabel"])
         ax.set_title(f"{check['title']}: {check['verdict']}", fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
         path = output_dir / check["figure"]
         _save(fig, path)
         plt.close(fig)
