@@ -201,6 +201,14 @@ def _on_rank0(ranks, action):
     return ranks.from_rank0(result)
 
 
+def inference_masking(cfg) -> dict | None:
+    """The mask of the inference YAML (``inference.dataset.transforms.masking``) as plain data, None without one."""
+    from omegaconf import OmegaConf
+
+    masking = OmegaConf.select(cfg, "inference.dataset.transforms.masking", default=None)
+    return None if masking is None else OmegaConf.to_container(masking, resolve=True)
+
+
 def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, settings, ranks=None) -> dict:
     """Load protocol and models, evaluate, write the reports; returns the paths of the written files.
 
@@ -217,6 +225,7 @@ def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, se
         file; rank 0 then merges them and writes the reports (the other ranks return no paths). Default: one process.
     """
     import collections
+    import json
     import random
     import socket
     import sys
@@ -237,6 +246,7 @@ def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, se
         record_path,
         recorded_units,
     )
+    from smug_plugin.robustness.reports.card import write_cards
     from smug_plugin.robustness.reports.figures import make_figures
     from smug_plugin.robustness.reports.tables import write_reports
     from smug_plugin.robustness.sharding import share, unit_cost
@@ -284,6 +294,7 @@ def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, se
         position=ranks.local_rank,
     )
     started = time.time()
+    masking = inference_masking(evaluator.data_model.cfg)
 
     def run_facts(complete: bool, rank_facts: list[dict]) -> dict:
         timings = collections.Counter()
@@ -301,6 +312,7 @@ def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, se
             "wall_seconds_this_session": time.time() - started,
             "timings": dict(timings),
             "data_from_model": evaluator.data_model.name,
+            "masking": masking,
             "complete": complete,
             **({"world_size": ranks.world_size, "ranks": rank_facts} if ranks.sharded else {}),
         }
@@ -345,7 +357,9 @@ def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, se
     def merge_and_report() -> dict:
         records = merge_records(settings.output_dir, [u.unit for u in plan])
         paths = report(records, True, rank_facts)
-        paths.update(make_figures(settings.output_dir, records, describe))
+        document = json.loads(paths["json"].read_text())
+        paths.update(make_figures(settings.output_dir, records, describe, document["sanity"]))
+        paths.update(write_cards(settings.output_dir, document))
         return paths
 
     paths = _on_rank0(ranks, merge_and_report)

@@ -20,7 +20,7 @@ from smug_plugin.robustness import direct_adapter
 from smug_plugin.robustness.attacks import Attack, AttackOutcome, Targets
 from smug_plugin.robustness.attacks.budgets import PAPER_NEEDS_FULLY_SAMPLED
 from smug_plugin.robustness.batches import build_dataset, iterate_batches, load_batch, reference_scale
-from smug_plugin.robustness.metrics import robustness_errors, slice_metrics
+from smug_plugin.robustness.metrics import psnr_per_slice, robustness_errors, slice_metrics
 from smug_plugin.robustness.progress import Progress
 from smug_plugin.robustness.protocol import Condition, PerturbationSpec, Protocol
 from smug_plugin.robustness.reconstructors import (
@@ -112,7 +112,7 @@ def slice_records(
 ) -> list[dict]:
     """One record per slice: where it came from, its seeds (condition, clean reconstruction), the perturbation's
     facts, the slice's intensity scale, image metrics and robustness errors."""
-    errors = robustness_errors(measurement.output, measurement.clean, measurement.kspace_delta)
+    errors = robustness_errors(measurement.output, measurement.clean, measurement.kspace_delta, batch["masked_kspace"])
     return [
         {
             "condition": condition.id,
@@ -258,11 +258,15 @@ class Evaluator:
         s_ref (`reference_scale`), the unit of `paper` budgets."""
         batch_key = unit[2]
         seed = condition.seed(self.settings.seed, batch_key)
-        targets = Targets(batch["target"], cleans.get, scale)
-        scales = [None] * len(batch["filename"]) if scale is None else scale.tolist()
-        attack = self.attack_for(condition)
         resolution = direct_adapter.output_resolution(self.data_model.cfg.inference.crop, batch)
         target_image = direct_adapter.scaled_image(batch["target"], batch, resolution)
+
+        def psnr(output: torch.Tensor) -> torch.Tensor:
+            return psnr_per_slice(target_image, direct_adapter.scaled_image(output, batch, resolution))
+
+        targets = Targets(batch["target"], cleans.get, scale, psnr)
+        scales = [None] * len(batch["filename"]) if scale is None else scale.tolist()
+        attack = self.attack_for(condition)
         with_panels = condition.group == "main" and batch_key == self.first_batch
         records, panels = [], {}
         for reconstructor in self.models.values():

@@ -28,7 +28,9 @@ PANELS = "panels"
 # Bumped when records of the same settings would hold other numbers, so that --resume never mixes the two.
 # 2: the clean reconstruction's noise seed names the model, its settings and the batch, not the first condition.
 # 3: every record holds the slice's intensity scale s_ref and eps in its units (`intensity_scale`, `eps_paper`).
-RECORDS_FORMAT = 3
+# 4: records of gradient attacks hold their objective trace and gradient health, every record ||delta|| / ||y||
+#    (`delta_rel_l2`), an ensemble's its winner and members; attacks of an ensemble draw member seeds.
+RECORDS_FORMAT = 4
 
 Unit = tuple[str, str, str]  # (data, condition id, batch key)
 
