@@ -147,15 +147,7 @@ def worker(args: argparse.Namespace) -> None:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    for _ in range(args.warmup):
-        step()
-    times = []
-    for _ in range(args.repeats):
-        sync(args.device)
-        start = time.perf_counter()
-        step()
-        sync(args.device)
-        times.append(time.perf_counter() - start)
+    times = step_times(step, args)
     if args.device.startswith("cuda"):
         peak_mib = torch.cuda.max_memory_allocated() / 2**20
     else:  # ru_maxrss is in KiB on Linux
@@ -209,31 +201,36 @@ def convolution_throughput(args: argparse.Namespace, draws: int) -> dict:
         denoiser_step()
     calls = record_convolutions(denoiser, image)
 
-    def plain_step() -> None:
-        for func, x_shape, w_shape, b_shape, rest, kwargs in calls:
-            x = torch.randn(x_shape, device=args.device, requires_grad=True)
-            weight = torch.randn(w_shape, device=args.device, requires_grad=True)
-            bias = None if b_shape is None else torch.randn(b_shape, device=args.device, requires_grad=True)
-            func(x, weight, bias, *rest, **kwargs).sum().backward()
-
     def timed(step) -> float:
-        for _ in range(args.warmup):
-            step()
-        times = []
-        for _ in range(args.repeats):
-            sync(args.device)
-            start = time.perf_counter()
-            step()
-            sync(args.device)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
+        return statistics.median(step_times(step, args))
+
+    def plain_convolution(func, x_shape, w_shape, b_shape, rest, kwargs) -> float:
+        """One recorded convolution alone, on random tensors made before the clock starts."""
+        x = torch.randn(x_shape, device=args.device, requires_grad=True)
+        weight = torch.randn(w_shape, device=args.device, requires_grad=True)
+        bias = None if b_shape is None else torch.randn(b_shape, device=args.device, requires_grad=True)
+        return timed(lambda: func(x, weight, bias, *rest, **kwargs).sum().backward())
 
     return {
         "convolutions": len(calls),
         "gflop": counter.get_total_flops() / 1e9,
         "denoiser_s": timed(denoiser_step),
-        "plain_s": timed(plain_step),
+        "plain_s": sum(plain_convolution(*call) for call in calls),
     }
+
+
+def step_times(step, args: argparse.Namespace) -> list[float]:
+    """Wall times of ``args.repeats`` calls of ``step`` after ``args.warmup`` untimed ones (CUDA synchronised)."""
+    for _ in range(args.warmup):
+        step()
+    times = []
+    for _ in range(args.repeats):
+        sync(args.device)
+        start = time.perf_counter()
+        step()
+        sync(args.device)
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def sync(device: str) -> None:
