@@ -9,7 +9,12 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMAND_MODULES = ["smug_plugin.cli.data", "smug_plugin.cli.evaluate", "smug_plugin.cli.metrics"]
+SUBCOMMAND_MODULES = [
+    "smug_plugin.cli.data",
+    "smug_plugin.cli.evaluate",
+    "smug_plugin.cli.metrics",
+    "smug_plugin.cli.bound",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
