@@ -14,6 +14,7 @@ SUBCOMMAND_MODULES = [
     "smug_plugin.cli.evaluate",
     "smug_plugin.cli.metrics",
     "smug_plugin.cli.bound",
+    "smug_plugin.cli.cs_tune",
 ]
 
 

@@ -80,7 +80,10 @@ def markdown(rows: list[dict], facts: dict) -> str:
         "noise draw), not a bound over all inputs, so the C_n below are estimates, not certificates. The theorem "
         "bounds the exact smoothing expectation; the measured reconstructions average K draws.",
         "",
-        "| Model | lambda | sigma | N | max ||A|| | max alpha | M (empirical) | q | C_1 | C_N | measured ratio | "
+        "With `intensity_scale: paper` a network divides y by its scale s(y) (measured on A^H y), and M and sigma "
+        "are in units of s (q does not depend on the unit); the theorem holds s fixed.",
+        "",
+        "| Model | lambda | sigma | N | max ‖A‖ | max alpha | M (empirical) | q | C_1 | C_N | measured ratio | "
         "Theorem 1 |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
