@@ -15,6 +15,7 @@ SUBCOMMAND_MODULES = [
     "smug_plugin.cli.metrics",
     "smug_plugin.cli.bound",
     "smug_plugin.cli.cs_tune",
+    "smug_plugin.cli.small_features",
 ]
 
 
