@@ -1,4 +1,5 @@
-"""The CS baseline as an evaluated model: ``--model NAME=cs.yaml`` (no checkpoint) next to DIRECT checkpoints.
+"""Models without a checkpoint, ``--model NAME=MODEL.yaml``, next to DIRECT checkpoints: the CS baseline (a ``cs:``
+section) and the cyclic-consistency defense of another model (a ``defense:`` section).
 
 A CS model has no DIRECT engine: it reconstructs with the operator A of a DIRECT model of the same run (its data
 model: sensitivity-map normalisation and FFTs as that engine uses them), so every model sees the same A and batches.
@@ -9,10 +10,16 @@ from dataclasses import dataclass
 
 import torch
 
-from smug_plugin.cs.config import load_cs_settings
+from smug_plugin.cs.config import CS_SECTION, load_cs_settings, read_model_yaml
 from smug_plugin.cs.wavelet_sense import L1WaveletSettings, OrthogonalWavelet, l1_wavelet_sense
 from smug_plugin.operators import MultiCoilOperator
 from smug_plugin.robustness.checkpoints import ModelSpec, load_reconstructor
+from smug_plugin.robustness.defense import (
+    DEFENSE_SECTION,
+    DefendedReconstructor,
+    DefenseSettings,
+    read_defense_settings,
+)
 from smug_plugin.robustness.reconstructors import EngineReconstructor, Reconstructor, TestTimeSettings
 
 CS_MODEL_NAME = "cs.l1_wavelet_sense"
@@ -20,7 +27,7 @@ CS_MODEL_NAME = "cs.l1_wavelet_sense"
 
 @dataclass(frozen=True)
 class CSSpec:
-    """``NAME=CS.yaml`` as given on the command line."""
+    """``NAME=MODEL.yaml`` as given on the command line: a CS model or a defense."""
 
     name: str
     config: pathlib.Path
@@ -28,8 +35,18 @@ class CSSpec:
     def check_files(self) -> None:
         """The YAML exists and holds valid settings (checked before any DIRECT model is loaded)."""
         if not self.config.is_file():
-            raise FileNotFoundError(f"Model '{self.name}': CS model YAML not found: {self.config}")
-        load_cs_settings(self.config)
+            raise FileNotFoundError(f"Model '{self.name}': model YAML not found: {self.config}")
+        self.settings()
+
+    def settings(self) -> L1WaveletSettings | DefenseSettings:
+        """The CS settings or the defense settings of the YAML."""
+        document = read_model_yaml(self.config)
+        if DEFENSE_SECTION in document and CS_SECTION not in document:
+            section = document[DEFENSE_SECTION]
+            if not isinstance(section, dict):
+                raise ValueError(f"{self.config}: '{DEFENSE_SECTION}:' must be a mapping of settings.")
+            return read_defense_settings(self.config, section)
+        return load_cs_settings(self.config, document.get(CS_SECTION))
 
 
 def parse_model_spec(text: str) -> ModelSpec | CSSpec:
@@ -95,24 +112,38 @@ class CSReconstructor(Reconstructor):
 
 
 def load_models(specs: list[ModelSpec | CSSpec], device: str, log_dir: pathlib.Path) -> list[Reconstructor]:
-    """The DIRECT models of ``specs`` as `load_reconstructor` loads them, then the CS models on the first one's A,
-    in the order given.
+    """The DIRECT models of ``specs`` as `load_reconstructor` loads them, the CS models on the first one's A, and
+    the defenses around the models they name, in the order given.
 
     Raises
     ------
     ValueError
-        Only CS models (they need a DIRECT model's data), or a bad CS YAML (see `load_cs_settings`).
+        No DIRECT model (the others need one's data), a defense of an unknown model, or a bad YAML.
     """
     loaded = [load_reconstructor(s, device, log_dir) if isinstance(s, ModelSpec) else s for s in specs]
     engines = [m for m in loaded if isinstance(m, EngineReconstructor)]
     if not engines:
         raise ValueError(
-            "A CS model reconstructs with the masks, coil maps and normalisation of a DIRECT model: add one "
-            "--model NAME=CONFIG.yaml:CHECKPOINT.pt."
+            "CS models and defenses reconstruct with the masks, coil maps and normalisation of a DIRECT model: add "
+            "one --model NAME=CONFIG.yaml:CHECKPOINT.pt."
         )
-    return [
-        CSReconstructor(m.name, load_cs_settings(m.config), engines[0], {"config": str(m.config)})
-        if isinstance(m, CSSpec)
+    settings = {m.name: m.settings() for m in loaded if isinstance(m, CSSpec)}
+    loaded = [
+        CSReconstructor(m.name, settings[m.name], engines[0], {"config": str(m.config)})
+        if isinstance(m, CSSpec) and isinstance(settings[m.name], L1WaveletSettings)
         else m
         for m in loaded
     ]
+    defended = {m.name: m for m in loaded if isinstance(m, Reconstructor)}
+    models = []
+    for m in loaded:
+        if isinstance(m, CSSpec):
+            wraps = settings[m.name].wraps
+            if wraps not in defended:
+                raise ValueError(
+                    f"{m.config}: the defense wraps '{wraps}', which is not a DIRECT or CS --model of this run "
+                    f"({', '.join(defended) or 'none'}): name one of them."
+                )
+            m = DefendedReconstructor(m.name, settings[m.name], defended[wraps], {"config": str(m.config)})
+        models.append(m)
+    return models
