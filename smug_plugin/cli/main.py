@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = [
     "smug_plugin.cli.bound",
     "smug_plugin.cli.cs_tune",
     "smug_plugin.cli.small_features",
+    "smug_plugin.cli.shifts",
 ]
 
 
