@@ -51,10 +51,11 @@ def test_heat_map_has_the_image_shape_and_lies_in_0_1():
 
 
 def test_repeat_slice_copies_one_slice():
-    batch = {"filename": ["a", "b"], "kspace": torch.arange(2.0)[:, None], "scalar": torch.tensor(3.0)}
+    sizes = [torch.tensor([5, 6]), torch.tensor([7, 8])]  # collated per-dimension sizes: a list of tensors
+    batch = {"filename": ["a", "b"], "kspace": torch.arange(2.0)[:, None], "scalar": torch.tensor(3.0), "size": sizes}
     copies = repeat_slice(batch, 1, 3)
     assert copies["filename"] == ["b"] * 3 and copies["kspace"].flatten().tolist() == [1.0] * 3
-    assert copies["scalar"] == 3.0
+    assert copies["scalar"] == 3.0 and [s.tolist() for s in copies["size"]] == [[6] * 3, [8] * 3]
 
 
 def test_smug_small_features_measures_a_direct_model_and_the_cs_baseline(tmp_path):

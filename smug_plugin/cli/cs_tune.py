@@ -51,6 +51,7 @@ def tune(args: argparse.Namespace) -> dict:
     """Evaluate every weight on the validation slices and write the YAML; returns the chosen weight and PSNR."""
     import os
     import statistics
+    import tempfile
 
     import torch
 
@@ -78,7 +79,8 @@ def tune(args: argparse.Namespace) -> dict:
     if not args.data_root.is_dir():
         raise FileNotFoundError(f"--data-root {args.data_root} is not a folder of h5 files.")
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    data_model = load_reconstructor(spec, "cpu", args.output.parent / "direct_logs")
+    with tempfile.TemporaryDirectory() as logs:  # DIRECT's set-up logs; nothing to keep
+        data_model = load_reconstructor(spec, "cpu", pathlib.Path(logs))
     dataset = build_dataset(data_model, args.data_root, None, None)
     models = [CSReconstructor(f"w={c.weight:g}", c, data_model) for c in candidates]
     psnrs: list[list[float]] = [[] for _ in models]

@@ -41,17 +41,20 @@ def bright_windows(image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 
 def repeat_slice(batch: dict, index: int, copies: int) -> dict:
-    """``copies`` copies of slice ``index`` of a batch: every per-slice tensor and list, the rest unchanged."""
+    """``copies`` copies of slice ``index`` of a batch: every per-slice tensor (also inside a list, as collated
+    sizes are) and every per-slice list of names or numbers; the rest unchanged."""
     size = len(batch["filename"])
-    out = {}
-    for key, value in batch.items():
+
+    def repeated(value):
         if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == size:
-            out[key] = value[index : index + 1].expand(copies, *value.shape[1:]).contiguous()
-        elif isinstance(value, list | tuple) and len(value) == size:
-            out[key] = [value[index]] * copies
-        else:
-            out[key] = value
-    return out
+            return value[index : index + 1].expand(copies, *value.shape[1:]).contiguous()
+        if isinstance(value, list | tuple) and any(isinstance(v, torch.Tensor) for v in value):
+            return type(value)(repeated(v) for v in value)
+        if isinstance(value, list | tuple) and len(value) == size:
+            return [value[index]] * copies
+        return value
+
+    return {key: repeated(value) for key, value in batch.items()}
 
 
 def window_errors(
