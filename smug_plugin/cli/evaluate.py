@@ -24,7 +24,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="append",
         required=True,
         metavar="NAME=CONFIG.yaml:CHECKPOINT.pt",
-        help="A model to evaluate (repeatable): display name, DIRECT YAML with an inference section, checkpoint.",
+        help=(
+            "A model to evaluate (repeatable): display name, DIRECT YAML with an inference section, checkpoint; or "
+            "NAME=CS.yaml, the l1-wavelet CS baseline of `smug cs-tune` (on the first DIRECT model's operator)."
+        ),
     )
     parser.add_argument(
         "--protocol",
@@ -156,7 +159,12 @@ def _manifest(models, protocol, settings) -> dict:
     return {
         "protocol": protocol.to_dict(),
         "models": [
-            {"name": m.name, "config_sha": digest(m, "config"), "ckpt_sha": digest(m, "checkpoint")} for m in models
+            {
+                "name": m.name,
+                "config_sha": digest(m, "config"),
+                "ckpt_sha": digest(m, "checkpoint") if "checkpoint" in m.provenance else None,  # CS: none
+            }
+            for m in models
         ],
         "data_root": str(settings.data_root),
         "seed": settings.seed,
@@ -168,14 +176,14 @@ def _manifest(models, protocol, settings) -> dict:
 def _checked_inputs(model_specs: list[str], protocol_name: str | pathlib.Path, settings) -> tuple:
     """The protocol, the model specs and the data issues, every file checked before any model is loaded."""
     from smug_plugin.robustness.attacks.budgets import PAPER_NEEDS_FULLY_SAMPLED
-    from smug_plugin.robustness.checkpoints import ModelSpec
+    from smug_plugin.robustness.cs_model import parse_model_spec
     from smug_plugin.robustness.data_files import check_data_root, check_fully_sampled
     from smug_plugin.robustness.protocol import load_protocol
 
     if not model_specs:
         raise ValueError("Give at least one --model NAME=CONFIG.yaml:CHECKPOINT.pt.")
     protocol = load_protocol(protocol_name)
-    specs = [ModelSpec.parse(s) for s in model_specs]
+    specs = [parse_model_spec(s) for s in model_specs]
     for spec in specs:
         spec.check_files()  # fail on a missing checkpoint before spending time on loading others
     protocol.check_models([spec.name for spec in specs])
@@ -234,7 +242,8 @@ def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, se
     import numpy as np
     import torch
 
-    from smug_plugin.robustness.checkpoints import load_reconstructor, training_config_warnings
+    from smug_plugin.robustness.checkpoints import ModelSpec, training_config_warnings
+    from smug_plugin.robustness.cs_model import load_models
     from smug_plugin.robustness.distributed import Ranks
     from smug_plugin.robustness.loop import Evaluator
     from smug_plugin.robustness.progress import Progress, throughput_lines
@@ -268,13 +277,11 @@ def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, se
     random.seed(settings.seed)
     np.random.seed(settings.seed)
     settings.output_dir.mkdir(parents=True, exist_ok=True)
-    models, warnings = [], []
-    for spec in specs:
-        models.append(load_reconstructor(spec, settings.device, settings.output_dir / "direct_logs", ranks.node_rank))
-        for warning in training_config_warnings(spec, models[-1].cfg):
-            if speak:
-                print(f"smug evaluate: WARNING: {warning}", file=sys.stderr)
-            warnings.append(warning)
+    models = load_models(specs, settings.device, settings.output_dir / "direct_logs", ranks.node_rank)
+    direct_models = [(spec, m) for spec, m in zip(specs, models) if isinstance(spec, ModelSpec)]
+    warnings = [w for spec, m in direct_models for w in training_config_warnings(spec, m.cfg)]
+    for warning in warnings if speak else []:
+        print(f"smug evaluate: WARNING: {warning}", file=sys.stderr)
     manifest = _manifest(models, protocol, settings)
     _on_rank0(ranks, lambda: prepare_output(settings.output_dir, manifest, settings.resume))
     store = RecordStore(record_path(settings.output_dir, ranks.rank, ranks.world_size))

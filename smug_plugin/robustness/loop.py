@@ -152,7 +152,8 @@ class Evaluator:
         # Built before any work, so that a transfer from an unknown model fails at once.
         self.attacks: dict[PerturbationSpec, Attack] = {p: p.attack(self.models) for p in self.protocol.perturbations}
         # Data come from one model's YAML (the reference) so every model sees identical batches.
-        self.data_model = self.models[self.reference]
+        # A CS model has no engine: the data come from the DIRECT model whose operator it borrows.
+        self.data_model = getattr(self.models[self.reference], "data_model", self.models[self.reference])
         self.timings: dict[str, float] = defaultdict(float)
         # The panels show the first slice of the first batch of the main conditions, per perturbation and model.
         self.first_batch: str | None = None
