@@ -8,9 +8,11 @@ they do when H x W is a multiple of 8; within a few ulps otherwise), with A^H A 
 :class:`~smug_plugin.operators.MultiCoilOperator`, the one place of A.
 
 The backward pass (``implicit``, the default) solves the same symmetric positive definite system once more for the
-adjoint v = (A^H A + lambda I)^-1 dL/dx: the right-hand side gets v (so the gradient to the measured k-space through
-A^H y stays complete), lambda gets -Re <v, x>, and nothing of the iterations is kept. ``autograd`` differentiates
-through every iteration instead (DIRECT's behaviour; memory grows with the iteration count).
+adjoint v = (A^H A + lambda I)^-1 dL/dx (at most ``num_iters`` iterations, the tolerance taken relative to the size
+of dL/dx, whose units are the loss's): the right-hand side gets v (so the gradient to the measured k-space through
+A^H y stays complete), lambda gets -Re <v, x>, and nothing of the iterations is kept. It is the gradient of the exact
+solution, which the forward CG reaches to its tolerance. ``autograd`` differentiates through every iteration instead
+(DIRECT's behaviour; memory grows with the iteration count).
 """
 
 import torch
