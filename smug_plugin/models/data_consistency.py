@@ -59,8 +59,9 @@ def conjugate_gradient(
     lambd: torch.Tensor,
     num_iters: int,
     tol: float | torch.Tensor,
-) -> torch.Tensor:
-    """Solves (A^H A + lambda I) x = rhs for complex images ``(N, H, W)`` as DIRECT's ``ConjGrad.cg`` (FR).
+) -> tuple[torch.Tensor, int]:
+    """Solves (A^H A + lambda I) x = rhs for complex images ``(N, H, W)`` as DIRECT's ``ConjGrad.cg`` (FR); returns x
+    and the number of iterations run.
 
     Parameters
     ----------
@@ -83,17 +84,17 @@ def conjugate_gradient(
     residual = rhs if start is None else rhs - system(start)
     direction = residual
     residual_norm = _dot(residual, residual)
-    for _ in range(num_iters):
+    for iteration in range(1, num_iters + 1):
         applied = system(direction)
         step = _scalar(_divide(residual_norm, _dot(residual, applied)), x)
         x = x + step * direction
         new_residual = residual - step * applied
         new_norm = _dot(new_residual, new_residual)
         if _residual_size(new_norm) < tol:
-            break
+            return x, iteration
         direction = new_residual + _scalar(_divide(new_norm, residual_norm), x) * direction
         residual, residual_norm = new_residual, new_norm
-    return x
+    return x, num_iters
 
 
 class _ImplicitSolve(torch.autograd.Function):
@@ -102,7 +103,7 @@ class _ImplicitSolve(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, rhs, start, lambd, operator, num_iters, tol):
-        x = conjugate_gradient(operator, rhs, start, lambd, num_iters, tol)
+        x, _ = conjugate_gradient(operator, rhs, start, lambd, num_iters, tol)
         ctx.save_for_backward(x, lambd)
         ctx.operator, ctx.num_iters, ctx.tol = operator, num_iters, tol
         return x
@@ -112,7 +113,7 @@ class _ImplicitSolve(torch.autograd.Function):
         x, lambd = ctx.saved_tensors
         # The gradient's units are the loss's, not the image's: the tolerance is relative to its size.
         tol = ctx.tol * _residual_size(_dot(grad_x, grad_x))
-        adjoint = conjugate_gradient(ctx.operator, grad_x, None, lambd, ctx.num_iters, tol)
+        adjoint, _ = conjugate_gradient(ctx.operator, grad_x, None, lambd, ctx.num_iters, tol)
         # dx/dlambda = -(A^H A + lambda I)^-1 x, so dL/dlambda = -Re <v, x>, summed over the batch lambda is shared by.
         grad_lambd = -(adjoint.conj() * x).real.sum().reshape(lambd.shape) if ctx.needs_input_grad[2] else None
         return adjoint, None, grad_lambd, None, None, None
@@ -166,5 +167,5 @@ class OperatorConjGrad(nn.Module):
         if self.backward == CGBackward.IMPLICIT and fixed_operator:
             x = _ImplicitSolve.apply(rhs, z, lambd, operator, self.num_iters, self.tol)
         else:
-            x = conjugate_gradient(operator, rhs, z, lambd, self.num_iters, self.tol)
+            x, _ = conjugate_gradient(operator, rhs, z, lambd, self.num_iters, self.tol)
         return torch.view_as_real(x)
