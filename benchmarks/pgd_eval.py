@@ -1,9 +1,13 @@
-"""Throughput of ``smug evaluate``'s PGD on MoDL, SMUG and a DIRECT-native EndToEndVarNet, on the same inputs.
+"""Throughput of ``smug evaluate``'s PGD, APGD and attack ensemble on MoDL, SMUG and a DIRECT-native
+EndToEndVarNet, on the same inputs.
 
 Reports, per model, the seconds per batch of an N-step l_inf PGD (the evaluation's objective: squared error of the
 perturbed reconstruction to the target, k-space attack on the sampled entries), slices per minute, the time of one
-forward+backward pass to the input (the unit of an attack step) and the ratio PGD step / forward+backward. For SMUG
-also the EOT variant (gradient averaged over several noise draws per step).
+forward+backward pass to the input (the unit of an attack step) and the ratio attack step / forward+backward. The
+same for APGD with N steps, and for the ensemble of the shipped ``auto`` protocol without its transfers (noise, PGD,
+APGD with 2 restarts, the gradient-free search with --queries queries), whose ratio divides its time by the
+forward+backward passes its members need (gradient steps, plus queries and scoring passes at the forward's cost).
+For SMUG also the EOT variant of PGD (gradient averaged over several noise draws per step).
 
 Models are built from the demo YAMLs ``projects/demo/{modl,smug,varnet}.yaml`` (96 x 80, 8 coils, 5 unrolls, CG 8,
 DIDN 16 channels x 1 block, SMUG K = 4, sigma 0.01; VarNet with the cascades and filters given here) with
@@ -11,8 +15,12 @@ DIDN 16 channels x 1 block, SMUG K = 4, sigma 0.01; VarNet with the cascades and
 the demo simulator (``smug_plugin.data.demo.make_demo_dataset``), the same slices for every model. The attack is
 ``smug evaluate``'s PGD object with its objective.
 
+``--paper-size`` runs the papers' size instead (``paper_size.py``: simulated 320 x 320 slices with 15 coils; MoDL and
+SMUG with 8 unrolls, CG to tol 1e-6, DIDN 64 x 3, K = 10); the target is one PGD step <= 1.2 x one forward+backward.
+
     python benchmarks/pgd_eval.py --threads 1
     python benchmarks/pgd_eval.py --device cuda --repeats 5
+    python benchmarks/pgd_eval.py --paper-size --threads 2 --batch-size 1 --repeats 1 --eot 0
 """
 
 import argparse
@@ -26,6 +34,7 @@ import tempfile
 import time
 
 import torch
+from paper_size import COILS, IMAGE_SIZE, paper_model, parse_with_preset
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -45,13 +54,14 @@ def timed(fn, repeats: int, device: str) -> float:
 
 
 def demo_config(name: str, root: pathlib.Path, **model_overrides) -> pathlib.Path:
-    """Copy of ``projects/demo/<name>.yaml`` without a pre-trained denoiser (fresh weights), with overrides."""
+    """Copy of ``projects/demo/<name>.yaml`` without a pre-trained denoiser (fresh weights), with the overrides of the
+    settings its model has."""
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(REPO / "projects" / "demo" / f"{name}.yaml")
     if "denoiser_checkpoint" in cfg.model:
         cfg.model.denoiser_checkpoint = None
-    cfg.model.update(model_overrides)
+    cfg.model.update({key: value for key, value in model_overrides.items() if key in cfg.model})
     path = root / name / "config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, path)
@@ -64,6 +74,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="slices per batch (one demo volume)")
     parser.add_argument("--steps", type=int, default=10, help="PGD steps")
     parser.add_argument("--eot", type=int, default=8, help="noise draws per step of SMUG's EOT variant (0: skip)")
+    parser.add_argument("--queries", type=int, default=100, help="queries of the ensemble's gradient-free member")
+    parser.add_argument("--no-ensemble", action="store_true", help="skip the ensemble (the longest row)")
     parser.add_argument("--budget", type=float, default=0.02, help="absolute l_inf budget (normalised k-space)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median) after one warm-up")
     parser.add_argument("--eot-repeats", type=int, default=1, help="timed repeats of the (long) EOT PGD")
@@ -72,7 +84,10 @@ def main() -> None:
     parser.add_argument("--varnet-pull-layers", type=int, default=1, help="VarNet regulariser U-Net depth")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads")
     parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
+    parser.add_argument("--size", type=int, nargs=2, default=(96, 80), metavar=("H", "W"), help="simulated matrix")
+    parser.add_argument("--coils", type=int, default=8, help="simulated coils")
+    args = parse_with_preset(parser, {"size": IMAGE_SIZE, "coils": COILS})
+    network = paper_model() if args.paper_size else {}
     torch.set_num_threads(args.threads)
     logging.disable(logging.WARNING)  # DIRECT logs every config (and a notice) once per model
     names = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -80,10 +95,12 @@ def main() -> None:
     from smug_plugin.data.demo import make_demo_dataset
     from smug_plugin.provenance import cpu_model
     from smug_plugin.robustness.attacks import Budget, Targets
+    from smug_plugin.robustness.attacks.apgd import APGD
     from smug_plugin.robustness.attacks.objective import reconstruction_error
     from smug_plugin.robustness.attacks.pgd import PGD
     from smug_plugin.robustness.batches import build_dataset, iterate_batches, load_batch
     from smug_plugin.robustness.checkpoints import ModelSpec, load_reconstructor, save_fresh_checkpoint
+    from smug_plugin.robustness.protocol import PerturbationSpec
     from smug_plugin.robustness.reconstructors import ConfiguredModel
 
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -96,16 +113,33 @@ def main() -> None:
     )
     print(
         f"PGD: l_inf, budget {args.budget} (absolute), {args.steps} steps, step eps/3, random start, keep best; "
-        f"1 warm-up + median of {args.repeats} (EOT: {args.eot_repeats})"
+        f"APGD: the same budget and steps; 1 warm-up + median of {args.repeats} (EOT, ensemble: {args.eot_repeats})"
     )
+    restarts = 2
+    ensemble = PerturbationSpec.from_entry(
+        {
+            "name": "auto",
+            "kind": "ensemble",
+            "budget": args.budget,
+            "members": [
+                {"name": "noise", "kind": "gaussian"},
+                {"name": "pgd", "kind": "pgd", "steps": args.steps},
+                {"name": "apgd", "kind": "apgd", "steps": args.steps, "restarts": restarts},
+                {"name": "square", "kind": "square", "queries": args.queries},
+            ],
+        }
+    )
+    # What its members need: gradient steps (forward+backward), queries and scoring passes (forwards).
+    ensemble_steps = args.steps + args.steps * restarts
+    ensemble_forwards = args.queries + 1 + restarts + len(ensemble.members)
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = pathlib.Path(tmp)
         make_demo_dataset(
             root / "data",
-            matrix=(96, 80),
-            num_coils=8,
+            matrix=tuple(args.size),
+            num_coils=args.coils,
             train_volumes=0,
             val_volumes=0,
             test_volumes=1,
@@ -123,7 +157,7 @@ def main() -> None:
                 )
                 label = f"VarNet (DIRECT, {args.varnet_layers} cascades, {args.varnet_filters} filters)"
             else:
-                cfg = demo_config(name, root)
+                cfg = demo_config(name, root, **network)
                 label = {"modl": "MoDL", "smug": "SMUG"}[name]
             ckpt = save_fresh_checkpoint(cfg, root / name)
             reconstructor = load_reconstructor(ModelSpec(name, cfg, ckpt), args.device, root / name / "logs")
@@ -146,8 +180,11 @@ def main() -> None:
                 with torch.enable_grad():
                     torch.autograd.grad(objective(delta, 0).sum(), delta)
 
-            def attack(eot, model=model, batch=batch, target=target):
-                PGD(budget=Budget(args.budget), steps=args.steps, eot_samples=eot)(model, batch, Targets(target), 0)
+            def attack(eot, model=model, batch=batch, target=target, kind=PGD):
+                kind(budget=Budget(args.budget), steps=args.steps, eot_samples=eot)(model, batch, Targets(target), 0)
+
+            def attack_ensemble(model=model, batch=batch, target=target):
+                ensemble.attack({})(model, batch, Targets(target), 0)
 
             def fwd(objective=objective, batch=batch):
                 with torch.no_grad():
@@ -159,30 +196,42 @@ def main() -> None:
             t_pgd = timed(lambda: attack(1), args.repeats, args.device)
             image = "x".join(str(s) for s in target.shape[-2:])
             coils = batch["masked_kspace"].shape[1]
-            rows.append((label, params, f"{n}x{coils}x{image}", t_f, t_fb, t_pgd, n, 1))
+            per_step = t_pgd / args.steps / t_fb
+            rows.append((label, params, f"{n}x{coils}x{image}", t_f, t_fb, t_pgd, n, f"{per_step:.2f}"))
             print(f"  done: {label}", flush=True)
             if name == "smug" and args.eot > 1:
                 t_eot = timed(lambda: attack(args.eot), args.eot_repeats, args.device)
-                rows.append((f"  + EOT {args.eot} draws/step", params, "", t_f, t_fb, t_eot, n, args.eot))
+                per_step = t_eot / args.steps / t_fb
+                ratio = f"{per_step:.2f} ({per_step / args.eot:.2f}/draw)"
+                rows.append((f"  + EOT {args.eot} draws/step", params, "", t_f, t_fb, t_eot, n, ratio))
                 print(f"  done: {label}, EOT {args.eot}", flush=True)
+            t_apgd = timed(lambda: attack(1, kind=APGD), args.repeats, args.device)
+            rows.append(("  APGD", params, "", t_f, t_fb, t_apgd, n, f"{t_apgd / args.steps / t_fb:.2f}"))
+            print(f"  done: {label}, APGD", flush=True)
+            if not args.no_ensemble:
+                t_ens = timed(attack_ensemble, args.eot_repeats, args.device)
+                passes = ensemble_steps + ensemble_forwards * t_f / t_fb
+                rows.append(
+                    ("  ensemble (auto, no transfer)", params, "", t_f, t_fb, t_ens, n, f"{t_ens / passes:.2f}")
+                )
+                print(f"  done: {label}, ensemble", flush=True)
 
     print()
     print("fwd = no-grad forward, fwd+bwd = forward and backward to the input (SMUG: one forward holds all K draws).")
-    print("A PGD step is one fwd+bwd per draw plus the sign step and projection; the final scoring fwd (one per draw)")
-    print("is amortised over the steps: step/(fwd+bwd) = PGD time / steps / fwd+bwd.")
+    print("A PGD or APGD step is one fwd+bwd per draw plus the step and projection; the final scoring fwd (one per")
+    print("draw) is amortised over the steps: step/(fwd+bwd) = attack time / steps / fwd+bwd. The ensemble's ratio")
+    print(f"divides its time by {ensemble_steps} fwd+bwd and {ensemble_forwards} fwd (as fwd+bwd fractions).")
     print()
     header = (
-        f"{'model':<46} {'params':>8} {'batch':>12} {'fwd [s]':>7} {'fwd+bwd [s]':>11} {'PGD [s/batch]':>13} "
+        f"{'model / attack':<46} {'params':>8} {'batch':>12} {'fwd [s]':>7} {'fwd+bwd [s]':>11} {'s/batch':>13} "
         f"{'slices/min':>10} {'step/(fwd+bwd)':>14}"
     )
     print(header)
     print("-" * len(header))
-    for label, params, shape, t_f, t_fb, t_pgd, n, draws in rows:
-        ratio = t_pgd / args.steps / t_fb
-        per_draw = f" ({ratio / draws:.2f}/draw)" if draws > 1 else ""
+    for label, params, shape, t_f, t_fb, t_attack, n, ratio in rows:
         print(
-            f"{label:<46} {params:>8,} {shape:>12} {t_f:>7.3f} {t_fb:>11.3f} {t_pgd:>13.2f} {60 * n / t_pgd:>10.1f} "
-            f"{ratio:>14.2f}{per_draw}"
+            f"{label:<46} {params:>8,} {shape:>12} {t_f:>7.3f} {t_fb:>11.3f} {t_attack:>13.2f} "
+            f"{60 * n / t_attack:>10.1f} {ratio:>14}"
         )
     print(f"\nload average at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

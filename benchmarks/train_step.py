@@ -8,9 +8,18 @@ so it sees identical inputs and the peak-memory figure is its own:
 - CPU: the growth of the process's peak resident set size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) from just
   before the first step to the end: activations, gradients and optimizer state, not the model or the inputs.
 
+With ``--checkpointing both`` every plugin model also runs with gradient checkpointing (each unroll recomputed in the
+backward pass; DIRECT's ConjGradNet has no such option). ``--paper-size`` runs the papers' size (``paper_size.py``:
+320 x 320, 15 coils, 8 unrolls, CG to tol 1e-6, DIDN 64 x 3, K = 10) with checkpointing on and off, and measures the
+denoiser's convolutions: the time of the DIDN's forward + backward pass against the sum of the times of the same
+convolutions (the same shapes, recorded from the DIDN) run alone as plain torch calls on this machine. Their ratio is
+the fraction of the machine's convolution throughput the denoiser achieves (what the rest of it, activations,
+pixel shuffles, concatenations and memory traffic, costs).
+
     python benchmarks/train_step.py                      # CPU defaults: a few minutes on 2 cores
-    python benchmarks/train_step.py --device cuda --size 320 320 --coils 15 --batch 2 --steps 8 \\
-        --denoiser-channels 64 --denoiser-dubs 3
+    python benchmarks/train_step.py --paper-size         # about two minutes per SMUG step on 2 CPU cores
+    python benchmarks/train_step.py --paper-size --models MoDL --repeats 1 --warmup 0 --conv-draws 1   # a check
+    python benchmarks/train_step.py --device cuda --paper-size --batch 2 --repeats 5
 """
 
 import argparse
@@ -23,11 +32,18 @@ import subprocess
 import sys
 import time
 
+from paper_size import COILS, IMAGE_SIZE, paper_model, parse_with_preset
+
 SMUG_SAMPLES = (1, 4, 10)
+CONV_WORKER = "denoiser convolutions"
 
 
 def model_specs(args: argparse.Namespace) -> dict[str, tuple[str, dict]]:
-    """label -> (class path, keyword arguments); all share the unroll count, CG settings and DIDN configuration."""
+    """label -> (class path, keyword arguments); all share the unroll count, CG settings and DIDN configuration.
+
+    Labels of models with gradient checkpointing end in ``+ckpt``; ``--models`` keeps the labels that start with one
+    of its names.
+    """
     shared = {"num_steps": args.steps, "cg_iters": args.cg_iters, "cg_tol": args.cg_tol}
     didn = {
         "denoiser_hidden_channels": args.denoiser_channels,
@@ -35,15 +51,24 @@ def model_specs(args: argparse.Namespace) -> dict[str, tuple[str, dict]]:
         "denoiser_num_convs_recon": args.denoiser_convs_recon,
     }
     smoothing = {"sigma": 0.01, "noise_seed": None}
-    specs = {"MoDL": ("smug_plugin.models.modl.MoDL", {**shared, **didn})}
-    for k in SMUG_SAMPLES:
-        specs[f"SMUG K={k}"] = ("smug_plugin.models.smug.SMUG", {**shared, **didn, **smoothing, "num_samples": k})
     k = args.num_samples
-    specs[f"Weighted SMUG K={k}"] = (
+    plugin = {"MoDL": ("smug_plugin.models.modl.MoDL", {**shared, **didn})}
+    for samples in (k,) if args.paper_size else SMUG_SAMPLES:
+        plugin[f"SMUG K={samples}"] = (
+            "smug_plugin.models.smug.SMUG",
+            {**shared, **didn, **smoothing, "num_samples": samples},
+        )
+    plugin[f"Weighted SMUG K={k}"] = (
         "smug_plugin.models.weighted_smug.WeightedSMUG",
         {**shared, **didn, **smoothing, "num_samples": k},
     )
-    specs[f"RS-E2E K={k}"] = ("smug_plugin.models.rs_e2e.RSE2E", {**shared, **didn, **smoothing, "num_samples": k})
+    plugin[f"RS-E2E K={k}"] = ("smug_plugin.models.rs_e2e.RSE2E", {**shared, **didn, **smoothing, "num_samples": k})
+    specs = {}
+    for label, (path, kwargs) in plugin.items():
+        if args.checkpointing in ("off", "both"):
+            specs[label] = (path, kwargs)
+        if args.checkpointing in ("on", "both"):
+            specs[f"{label} +ckpt"] = (path, {**kwargs, "gradient_checkpointing": True})
     specs["ConjGradNet (DIRECT)"] = (
         "direct.nn.conjgradnet.conjgradnet.ConjGradNet",
         {
@@ -55,6 +80,9 @@ def model_specs(args: argparse.Namespace) -> dict[str, tuple[str, dict]]:
             "didn_num_convs_recon": args.denoiser_convs_recon,
         },
     )
+    if args.models:
+        names = [name.strip().lower() for name in args.models.split(",") if name.strip()]
+        specs = {label: spec for label, spec in specs.items() if label.lower().startswith(tuple(names))}
     return specs
 
 
@@ -87,12 +115,15 @@ def make_inputs(args: argparse.Namespace, device: str) -> dict:
 
 
 def worker(args: argparse.Namespace) -> None:
-    """Time one model's training step and print one JSON line."""
+    """Time one model's training step (or the denoiser's convolutions) and print one JSON line."""
     import importlib
 
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.worker.startswith(f"{CONV_WORKER}:"):
+        print(json.dumps(convolution_throughput(args, int(args.worker.split(":")[1]))))
+        return
     from direct.data import transforms as T
 
     path, kwargs = model_specs(args)[args.worker]
@@ -113,22 +144,10 @@ def worker(args: argparse.Namespace) -> None:
         loss.backward()
         optimizer.step()
 
-    def sync() -> None:
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    for _ in range(args.warmup):
-        step()
-    times = []
-    for _ in range(args.repeats):
-        sync()
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
+    times = step_times(step, args)
     if args.device.startswith("cuda"):
         peak_mib = torch.cuda.max_memory_allocated() / 2**20
     else:  # ru_maxrss is in KiB on Linux
@@ -137,6 +156,124 @@ def worker(args: argparse.Namespace) -> None:
     print(
         json.dumps({"median_s": statistics.median(times), "times": times, "peak_mib": peak_mib, "params": parameters})
     )
+
+
+def record_convolutions(module, image) -> list[tuple]:
+    """The 2-d convolutions (and transposed ones) ``module(image)`` calls: (function, input shape, weight shape,
+    bias shape or None, the remaining arguments)."""
+    import torch
+    import torch.nn.functional as F
+    from torch.overrides import TorchFunctionMode
+
+    calls = []
+
+    class Recorder(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func in (F.conv2d, F.conv_transpose2d):
+                x, weight, bias, *rest = [*args, *[None] * (3 - len(args))]
+                bias = kwargs.get("bias", bias)
+                others = {k: v for k, v in kwargs.items() if k != "bias"}
+                calls.append((func, x.shape, weight.shape, None if bias is None else bias.shape, rest, others))
+            return func(*args, **kwargs)
+
+    with torch.no_grad(), Recorder():
+        module(image)
+    return calls
+
+
+def convolution_throughput(args: argparse.Namespace, draws: int) -> dict:
+    """Forward + backward time of the DIDN on ``batch x draws`` images against the same convolutions run alone."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from smug_plugin.models.denoiser import build_denoiser
+
+    torch.manual_seed(0)
+    denoiser = build_denoiser(args.denoiser_channels, args.denoiser_dubs, args.denoiser_convs_recon).to(args.device)
+    image = torch.randn(args.batch * draws, 2, *args.size, device=args.device)
+
+    def denoiser_step() -> None:
+        x = image.detach().requires_grad_(True)  # the unrolls differentiate through the denoiser's input
+        denoiser(x).sum().backward()
+
+    with FlopCounterMode(display=False) as counter:
+        denoiser_step()
+    calls = record_convolutions(denoiser, image)
+
+    def timed(step) -> float:
+        return statistics.median(step_times(step, args))
+
+    def plain_convolution(func, x_shape, w_shape, b_shape, rest, kwargs) -> float:
+        """One recorded convolution alone, on random tensors made before the clock starts."""
+        x = torch.randn(x_shape, device=args.device, requires_grad=True)
+        weight = torch.randn(w_shape, device=args.device, requires_grad=True)
+        bias = None if b_shape is None else torch.randn(b_shape, device=args.device, requires_grad=True)
+        return timed(lambda: func(x, weight, bias, *rest, **kwargs).sum().backward())
+
+    return {
+        "convolutions": len(calls),
+        "gflop": counter.get_total_flops() / 1e9,
+        "denoiser_s": timed(denoiser_step),
+        "plain_s": sum(plain_convolution(*call) for call in calls),
+    }
+
+
+def step_times(step, args: argparse.Namespace) -> list[float]:
+    """Wall times of ``args.repeats`` calls of ``step`` after ``args.warmup`` untimed ones (CUDA synchronised)."""
+    for _ in range(args.warmup):
+        step()
+    times = []
+    for _ in range(args.repeats):
+        sync(args.device)
+        start = time.perf_counter()
+        step()
+        sync(args.device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def print_convolution_throughput(args: argparse.Namespace, forwarded: list[str]) -> None:
+    draws = sorted({int(d) for d in args.conv_draws.split(",") if d.strip()})
+    print()
+    print(
+        f"{CONV_WORKER}: DIDN {args.denoiser_channels} x {args.denoiser_dubs} forward + backward on "
+        f"(batch x draws) x 2 x {args.size[0]} x {args.size[1]}, against the same convolutions as plain torch calls"
+    )
+    header = (
+        f"{'draws':>5} {'convs':>6} {'GFLOP':>8} {'DIDN [s]':>9} {'GFLOP/s':>8} {'plain convs [s]':>15} "
+        f"{'GFLOP/s':>8} {'fraction':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for n in draws:
+        result = run_worker(forwarded, f"{CONV_WORKER}:{n}")
+        if "error" in result:
+            print(f"{n:>5} failed: {result['error']}")
+            continue
+        gflop, t_didn, t_plain = result["gflop"], result["denoiser_s"], result["plain_s"]
+        print(
+            f"{n:>5} {result['convolutions']:>6} {gflop:>8.1f} {t_didn:>9.3f} {gflop / t_didn:>8.1f} "
+            f"{t_plain:>15.3f} {gflop / t_plain:>8.1f} {t_plain / t_didn:>8.2f}",
+            flush=True,
+        )
+
+
+def run_worker(forwarded: list[str], worker: str) -> dict:
+    """One measurement in a fresh subprocess (its own peak memory); its JSON line, or the error."""
+    result = subprocess.run(
+        [sys.executable, __file__, *forwarded, "--worker", worker], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        return {"error": result.stderr.strip().splitlines()[-1:]}
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def machine_description(args: argparse.Namespace) -> list[str]:
@@ -175,26 +312,37 @@ def main() -> None:
         f"L2 loss, Adam; {args.warmup} warm-up + median of {args.repeats} steps; device {args.device}"
     )
     print(f"peak memory: {memory}")
+    print("+ckpt: gradient checkpointing (each unroll recomputed in the backward pass); peak / MoDL: to MoDL without")
+    print("checkpointing (the target of SMUG K=10 +ckpt: <= 1.5); time / (K x MoDL): to MoDL with the same setting")
+    print("(the target: <= 1, the K draws of one batched forward amortise)")
     print()
     forwarded = sys.argv[1:]
     results = {}
-    header = f"{'model':<22} {'params':>9} {'step [s]':>9} {'peak [MiB]':>11} {'time / (K x MoDL)':>18}"
+    header = (
+        f"{'model':<24} {'params':>9} {'step [s]':>9} {'peak [MiB]':>11} {'peak / MoDL':>12} {'time / (K x MoDL)':>18}"
+    )
     print(header)
     print("-" * len(header))
     for label in model_specs(args):
-        result = subprocess.run(
-            [sys.executable, __file__, *forwarded, "--worker", label], capture_output=True, text=True, check=False
-        )
-        if result.returncode != 0:
-            print(f"{label:<22} failed: {result.stderr.strip().splitlines()[-1:]}")
+        results[label] = r = run_worker(forwarded, label)
+        if "error" in r:
+            print(f"{label:<24} failed: {r['error']}")
             continue
-        results[label] = json.loads(result.stdout.strip().splitlines()[-1])
-        r = results[label]
-        ratio = ""
-        if label.startswith("SMUG K=") and "MoDL" in results:
-            k = int(label.split("=")[1])
-            ratio = f"{r['median_s'] / (k * results['MoDL']['median_s']):.2f}"
-        print(f"{label:<22} {r['params']:>9,} {r['median_s']:>9.3f} {r['peak_mib']:>11.1f} {ratio:>18}", flush=True)
+        modl = results.get("MoDL +ckpt" if label.endswith("+ckpt") else "MoDL", {})
+        plain_modl = results.get("MoDL", modl)
+        peak_ratio = time_ratio = ""
+        if plain_modl.get("peak_mib", 0) > 0:
+            peak_ratio = f"{r['peak_mib'] / plain_modl['peak_mib']:.2f}"
+        if label.startswith("SMUG K=") and "median_s" in modl:
+            k = int(label.split("=")[1].split()[0])
+            time_ratio = f"{r['median_s'] / (k * modl['median_s']):.2f}"
+        print(
+            f"{label:<24} {r['params']:>9,} {r['median_s']:>9.3f} {r['peak_mib']:>11.1f} {peak_ratio:>12} "
+            f"{time_ratio:>18}",
+            flush=True,
+        )
+    if args.conv_draws:
+        print_convolution_throughput(args, forwarded)
 
 
 def parse_args() -> argparse.Namespace:
@@ -213,8 +361,34 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per model (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (direct train on CPU: 1)")
+    parser.add_argument(
+        "--checkpointing",
+        choices=("off", "on", "both"),
+        default="off",
+        help="gradient checkpointing of the plugin models (--paper-size: both)",
+    )
+    parser.add_argument("--models", default="", help="comma-separated label starts, e.g. MoDL,SMUG (default: all)")
+    parser.add_argument(
+        "--conv-draws",
+        default="",
+        help="measure the denoiser's convolutions on batch x each of these draw counts (--paper-size: 1,K)",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    return parser.parse_args()
+    paper = paper_model()
+    preset = {
+        "size": IMAGE_SIZE,
+        "coils": COILS,
+        "steps": paper["num_steps"],
+        "cg_iters": paper["cg_iters"],
+        "cg_tol": paper["cg_tol"],
+        "denoiser_channels": paper["denoiser_hidden_channels"],
+        "denoiser_dubs": paper["denoiser_num_dubs"],
+        "denoiser_convs_recon": paper["denoiser_num_convs_recon"],
+        "num_samples": paper["num_samples"],
+        "checkpointing": "both",
+        "conv_draws": f"1,{paper['num_samples']}",
+    }
+    return parse_with_preset(parser, preset)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,17 @@
 """The multi-coil operator A = M F S: adjointness, DIRECT's own normal operator and conjugate gradient, the masking
 rule, and no second copy of A in the models and losses."""
 
+import functools
 import pathlib
 
+import pytest
 import torch
 from direct.data.transforms import fft2, ifft2
 from direct.nn.conjgradnet.conjgrad import ConjGrad
 
 import smug_plugin
 from smug_plugin.models.data_consistency import OperatorConjGrad
-from smug_plugin.operators import MultiCoilOperator, apply_mask
+from smug_plugin.operators import MultiCoilOperator, apply_mask, fft_convention
 
 N, COILS, H, W = 2, 3, 8, 6
 
@@ -42,6 +44,28 @@ def test_normal_operator_equals_directs_conjugate_gradient_operator():
     assert torch.equal(op.normal(x), direct_cg._A_star_A_op(x, op.sensitivity_map, op.sampling_mask))
 
 
+@pytest.mark.parametrize("convention", [{}, {"centered": False}, {"normalized": False}])
+def test_every_fft_convention_and_any_callable_give_directs_numbers(convention):
+    forward, backward = functools.partial(fft2, **convention), functools.partial(ifft2, **convention)
+    op = _operator()
+    x = torch.randn(N, H, W, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float32)
+    y = torch.randn(N, COILS, H, W, 2, generator=torch.Generator().manual_seed(6), dtype=torch.float32)
+    lean = MultiCoilOperator(forward, backward, op.sensitivity_map, op.sampling_mask)
+    # Callables the operator does not recognise run as given, on real pairs.
+    opaque = MultiCoilOperator(
+        lambda d, dim: forward(d, dim=dim), lambda d, dim: backward(d, dim=dim), op.sensitivity_map, op.sampling_mask
+    )
+    direct_cg = ConjGrad(forward, backward)
+    assert fft_convention(forward, fft2) == (convention.get("centered", True), convention.get("normalized", True))
+    assert fft_convention(opaque.forward_operator, fft2) is None and fft_convention(forward, ifft2) is None
+    expected = direct_cg._A_star_A_op(x, op.sensitivity_map, op.sampling_mask)
+    for operator in (lean, opaque):
+        assert torch.equal(operator.normal(x), expected)
+        assert torch.equal(torch.view_as_real(operator.complex_normal(torch.view_as_complex(x))), expected)
+        assert torch.equal(operator.adjoint(y), direct_cg._A_star_op(y, op.sensitivity_map, op.sampling_mask))
+    assert torch.equal(lean.forward(x), opaque.forward(x))
+
+
 def test_values_outside_the_mask_never_leak_in():
     op = _operator()
     y = torch.zeros(N, COILS, H, W, 2, dtype=torch.float32)
@@ -63,9 +87,10 @@ def test_models_data_consistency_is_directs_conjugate_gradient_bit_for_bit():
     z = torch.randn(N, H, W, 2, generator=g, dtype=torch.float32)
     kspace = apply_mask(torch.randn(N, COILS, H, W, 2, generator=g, dtype=torch.float32), op.sampling_mask)
     lambd = torch.tensor([0.7])
-    solver = OperatorConjGrad(fft2, ifft2, num_iters=7, tol=0.0)
     direct = ConjGrad(fft2, ifft2, num_iters=7, tol=0.0).cg(z, kspace, op.sensitivity_map, op.sampling_mask, lambd, z)
-    assert torch.equal(solver.solve(op, kspace, z, lambd), direct)
+    for backward in ("implicit", "autograd"):
+        solver = OperatorConjGrad(num_iters=7, tol=0.0, backward=backward)
+        assert torch.equal(solver.solve(op, kspace, z, lambd), direct)
 
 
 def test_models_and_losses_hold_no_copy_of_the_operator():

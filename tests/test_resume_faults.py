@@ -18,7 +18,7 @@ from robustness_fixtures import make_setup
 
 from smug_plugin.cli.main import main
 from smug_plugin.robustness.output_lock import LOCK, OutputDirLocked, output_dir_lock
-from smug_plugin.robustness.records import RECORDS, RecordStore, RecordStoreError, load_panels, open_store
+from smug_plugin.robustness.records import RECORDS, RecordStore, RecordStoreError, load_panels, prepare_output
 
 # Every kind of seed use: the clean reconstruction (output, attack target, rob_err reference), matched noise, PGD's
 # random start and noise draws, a test-time shift (the clean reconstruction under other settings) and a data shift.
@@ -234,12 +234,13 @@ def test_panels_are_stored_with_their_unit(tmp_path):
 
 
 def test_resume_refuses_records_of_an_earlier_format(tmp_path):
-    open_store(tmp_path, {"seed": 0}, resume=False)
+    prepare_output(tmp_path, {"seed": 0}, resume=False)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     (tmp_path / "manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "records_format"}))
     with pytest.raises(ValueError, match="earlier smug evaluate whose seeds differ"):
-        open_store(tmp_path, {"seed": 0}, resume=True)
-    assert open_store(tmp_path / "new", {"seed": 0}, resume=False).done == set()
+        prepare_output(tmp_path, {"seed": 0}, resume=True)
+    prepare_output(tmp_path / "new", {"seed": 0}, resume=False)
+    assert (tmp_path / "new" / "manifest.json").exists() and RecordStore(tmp_path / "new" / RECORDS).done == set()
 
 
 def test_lock_admits_one_run_and_is_released(tmp_path):

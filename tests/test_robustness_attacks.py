@@ -24,10 +24,12 @@ from smug_plugin.robustness.attacks import (
     register_attack,
 )
 from smug_plugin.robustness.attacks import base as attacks_base
+from smug_plugin.robustness.attacks.apgd import APGD
 from smug_plugin.robustness.attacks.ball import vertex_norm
 from smug_plugin.robustness.attacks.clean import Clean
 from smug_plugin.robustness.attacks.gaussian import GaussianNoise
 from smug_plugin.robustness.attacks.pgd import PGD
+from smug_plugin.robustness.attacks.square import Square
 from smug_plugin.robustness.protocol import PerturbationSpec, ProtocolError, load_protocol
 
 B, C, H, W = 2, 3, 8, 6
@@ -89,6 +91,11 @@ ATTACK_CASES = {
     "pgd_image": lambda: PGD(budget=Budget(0.5, "relative_max"), domain="image", steps=2),
     "pgd_eot_no_start": lambda: PGD(budget=Budget(0.05), steps=2, eot_samples=3, random_start=False, keep_best=False),
     "transfer": lambda: Transfer(ToyModel("source", seed=5), PGD(budget=Budget(0.05), steps=2)),
+    "apgd_linf": lambda: APGD(budget=Budget(0.05), steps=3, restarts=2),
+    "apgd_l2_to_clean": lambda: APGD(budget=Budget(0.1, "relative_l2", "l2"), steps=2, target="clean"),
+    "square_linf": lambda: Square(budget=Budget(0.05), queries=5),
+    "square_l2": lambda: Square(budget=Budget(0.1, "relative_l2", "l2"), queries=5),
+    "square_image": lambda: Square(budget=Budget(0.5, "relative_max"), domain="image", queries=3),
 }
 
 
@@ -161,7 +168,7 @@ def test_factory_builds_the_registered_class_from_a_protocol_entry():
     assert isinstance(transferred, Transfer) and transferred.source is source
     assert type(transferred.attack) is PGD
     assert {"clean", "gaussian", "pgd"} <= set(ATTACKS)
-    with pytest.raises(ValueError, match="expected one of: clean, gaussian, pgd"):
+    with pytest.raises(ValueError, match="expected one of: apgd, clean, ensemble, gaussian, pgd, square"):
         attack_class("fgsm")
 
 

@@ -144,7 +144,7 @@ def test_transfer_matrix_applies_each_models_attack_to_every_model(setup, tmp_pa
     assert sources == {"varnet", "rim"}
     md = (tmp_path / "out" / "robustness.md").read_text()
     assert "Transfer matrix, pgd" in md
-    matrix = md.split("Transfer matrix, pgd")[1]
+    matrix = md.split("Transfer matrix, pgd")[1].split("\n## ")[0]  # up to the next section
     assert "| varnet |" in matrix and "| rim |" in matrix and "n/a" not in matrix
     # White-box cells (the diagonal) come from each model's own attack: the same delta as the source's.
     for (cond, _model, f, s), r in rec.items():

@@ -9,7 +9,16 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMAND_MODULES = ["smug_plugin.cli.data", "smug_plugin.cli.evaluate", "smug_plugin.cli.metrics"]
+SUBCOMMAND_MODULES = [
+    "smug_plugin.cli.data",
+    "smug_plugin.cli.evaluate",
+    "smug_plugin.cli.metrics",
+    "smug_plugin.cli.select_checkpoint",
+    "smug_plugin.cli.bound",
+    "smug_plugin.cli.cs_tune",
+    "smug_plugin.cli.small_features",
+    "smug_plugin.cli.shifts",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

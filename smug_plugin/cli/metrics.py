@@ -6,6 +6,7 @@ import re
 import sys
 
 METRIC_NAMES = ("fastmri_psnr", "fastmri_ssim", "fastmri_nmse")
+METRIC_KEYS = tuple(f"{metric}_metric" for metric in METRIC_NAMES)  # their keys in DIRECT's metrics files
 
 
 def add_parser(subparsers) -> None:
@@ -20,8 +21,15 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def _volume_means(path: pathlib.Path) -> dict[str, float]:
-    """Mean over volumes of each of ``METRIC_NAMES`` in one ``metrics_val_*.json`` (those it holds)."""
+def volume_means(path: pathlib.Path, keys: tuple[str, ...] = METRIC_KEYS) -> dict[str, float]:
+    """Mean over volumes of each of ``keys`` (``fastmri_psnr_metric``, ...) in one ``metrics_val_*.json`` (those it
+    holds), by key.
+
+    Raises
+    ------
+    ValueError
+        The file is not valid JSON or holds none of ``keys``.
+    """
     try:
         per_volume = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -32,17 +40,41 @@ def _volume_means(path: pathlib.Path) -> dict[str, float]:
         ) from error
     volumes = list(per_volume.values()) if isinstance(per_volume, dict) else []
     means = {}
-    for metric in METRIC_NAMES:
-        values = [v[f"{metric}_metric"] for v in volumes if isinstance(v, dict) and f"{metric}_metric" in v]
+    for key in keys:
+        values = [v[key] for v in volumes if isinstance(v, dict) and key in v]
         if values:
-            means[metric] = sum(values) / len(values)
+            means[key] = sum(values) / len(values)
     if not means:
-        keys = ", ".join(f"{m}_metric" for m in METRIC_NAMES)
         raise ValueError(
-            f"{path} holds no per-volume {keys}: not a metrics file of DIRECT's validation, or the YAML's "
+            f"{path} holds no per-volume {', '.join(keys)}: not a metrics file of DIRECT's validation, or the YAML's "
             "validation.metrics lists none of them; add them there or pass another run."
         )
     return means
+
+
+def validation_files(run_dir: pathlib.Path) -> dict[str, dict[int, pathlib.Path]]:
+    """``{dataset: {iteration: metrics_val_<dataset>_<iteration>.json}}`` of a ``direct train`` run folder.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``run_dir`` does not exist or holds no ``metrics_val_*.json``.
+    """
+    if not run_dir.is_dir():
+        raise FileNotFoundError(
+            f"{run_dir} is not a folder, so it holds no metrics_val_*.json: has `direct train` validated this run "
+            "yet? Pass the experiment folder given to `direct train`."
+        )
+    files = list(run_dir.rglob("metrics_val_*.json"))
+    if not files:
+        raise FileNotFoundError(f"No metrics_val_*.json under {run_dir}: has `direct train` validated this run yet?")
+    pattern = re.compile(r"metrics_val_(?P<dataset>.+)_(?P<iteration>\d+)\.json$")
+    found: dict[str, dict[int, pathlib.Path]] = {}
+    for path in files:
+        match = pattern.match(path.name)
+        if match:
+            found.setdefault(match["dataset"], {})[int(match["iteration"])] = path
+    return found
 
 
 def last_validation_metrics(run_dir: pathlib.Path) -> dict[str, dict[str, float]]:
@@ -55,26 +87,15 @@ def last_validation_metrics(run_dir: pathlib.Path) -> dict[str, dict[str, float]
     ValueError
         The last metrics file of a dataset is not valid JSON or holds none of ``METRIC_NAMES``.
     """
-    if not run_dir.is_dir():
-        raise FileNotFoundError(
-            f"{run_dir} is not a folder, so it holds no metrics_val_*.json: has `direct train` validated this run "
-            "yet? Pass the experiment folder given to `direct train`."
-        )
-    files = list(run_dir.rglob("metrics_val_*.json"))
-    if not files:
-        raise FileNotFoundError(f"No metrics_val_*.json under {run_dir}: has `direct train` validated this run yet?")
-    pattern = re.compile(r"metrics_val_(?P<dataset>.+)_(?P<iteration>\d+)\.json$")
-    latest: dict[str, tuple[int, pathlib.Path]] = {}
-    for path in files:
-        match = pattern.match(path.name)
-        if match:
-            iteration = int(match["iteration"])
-            if iteration >= latest.get(match["dataset"], (-1, None))[0]:
-                latest[match["dataset"]] = (iteration, path)
-    return {
-        dataset: {"iteration": iteration, **_volume_means(path)}
-        for dataset, (iteration, path) in sorted(latest.items())
-    }
+    out = {}
+    for dataset, iterations in sorted(validation_files(run_dir).items()):
+        iteration = max(iterations)
+        means = volume_means(iterations[iteration])
+        out[dataset] = {
+            "iteration": iteration,
+            **{m: means[k] for m, k in zip(METRIC_NAMES, METRIC_KEYS) if k in means},
+        }
+    return out
 
 
 FORMATS = {"fastmri_psnr": "{:.2f}", "fastmri_ssim": "{:.4f}", "fastmri_nmse": "{:.4f}"}

@@ -11,6 +11,7 @@ from direct.config.defaults import ModelConfig
 
 from smug_plugin.losses.smoothing import UStabTarget
 from smug_plugin.models import unknown_name_error
+from smug_plugin.models.data_consistency import CGBackward
 from smug_plugin.units import IntensityScale
 
 
@@ -21,6 +22,9 @@ class MoDLConfig(ModelConfig):
     learn_lambda: bool = False
     cg_iters: int = 10
     cg_tol: float = 1e-6
+    # implicit: the DC solve's backward pass is one more CG solve (memory independent of cg_iters); autograd:
+    # differentiate through every CG iteration (DIRECT's way, for comparison).
+    cg_backward: CGBackward = CGBackward.IMPLICIT
     denoiser_hidden_channels: int = 64
     denoiser_num_dubs: int = 3
     denoiser_num_convs_recon: int = 9

@@ -24,7 +24,7 @@ import torch.utils.checkpoint
 from direct.types import DirectEnum
 from torch import nn
 
-from smug_plugin.models.data_consistency import OperatorConjGrad
+from smug_plugin.models.data_consistency import CGBackward, OperatorConjGrad
 from smug_plugin.models.denoiser import apply_denoiser, build_denoiser, load_denoiser_state
 from smug_plugin.models.weight_encoder import WeightEncoder
 from smug_plugin.operators import MultiCoilOperator, repeat_batch
@@ -125,6 +125,7 @@ class SmoothedUnrolledNetwork(nn.Module):
         learn_lambda: bool = False,
         cg_iters: int = 10,
         cg_tol: float = 1e-6,
+        cg_backward: CGBackward | str = CGBackward.IMPLICIT,
         sigma: float = 0.0,
         num_samples: int = 1,
         reuse_noise: bool = False,
@@ -156,6 +157,9 @@ class SmoothedUnrolledNetwork(nn.Module):
             Learn lambda (one scalar for all unrolls, so N stays free).
         cg_iters, cg_tol : int, float
             Conjugate-gradient iterations and tolerance of the DC solve.
+        cg_backward : CGBackward
+            ``implicit`` (default): the backward pass of each DC solve is one more CG solve for the adjoint, and
+            memory does not grow with ``cg_iters``. ``autograd``: differentiate through every CG iteration.
         sigma : float
             Standard deviation of the Gaussian noise on real and imaginary parts (papers: 0.01). 0 disables smoothing.
         num_samples : int
@@ -220,7 +224,9 @@ class SmoothedUnrolledNetwork(nn.Module):
             self.lambd = nn.Parameter(torch.tensor([float(lambda_init)]))
         else:
             self.register_buffer("lambd", torch.tensor([float(lambda_init)]))
-        self.dc = OperatorConjGrad(forward_operator, backward_operator, num_iters=int(cg_iters), tol=cg_tol)
+        self.dc = OperatorConjGrad(
+            num_iters=int(cg_iters), tol=cg_tol, backward=parse_choice(CGBackward, "cg_backward", cg_backward)
+        )
 
     def load_pretrained_denoiser(self) -> bool:
         """Initialise the denoiser from ``denoiser_checkpoint``, if one is set (the engine calls this when
@@ -347,6 +353,7 @@ class SmoothedUnrolledNetwork(nn.Module):
             rhs_offset = (noisy - adjoint.unsqueeze(0) if self.clamp_noisy_input else noise).flatten(0, 1)
             rhs_offset = rhs_offset.detach() if published else rhs_offset
             masked_kspace, operator = repeat_batch(masked_kspace, draws), operator.repeat(draws)
+        dc_adjoint = operator.adjoint(masked_kspace)  # A^H y of every DC right-hand side, computed once
         fixed_noise = None
         if self.reuse_noise and self.is_randomized and self.smoothing != Smoothing.INPUT:
             fixed_noise = self._noise((draws, *adjoint.shape), generator, adjoint)
@@ -355,7 +362,7 @@ class SmoothedUnrolledNetwork(nn.Module):
             noise = fixed_noise
             if noise is None and self.is_randomized and self.smoothing != Smoothing.INPUT:
                 noise = self._noise((draws, *x.shape), generator, x)
-            operands = (x, masked_kspace, operator, noise, rhs_offset)
+            operands = (x, dc_adjoint, operator, noise, rhs_offset)
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x_next, denoised = torch.utils.checkpoint.checkpoint(self._unroll, *operands, use_reentrant=False)
             else:
@@ -373,17 +380,17 @@ class SmoothedUnrolledNetwork(nn.Module):
         x = from_unit_scale(x, scale)
         return (x, details) if return_details else x
 
-    def _unroll(self, x, masked_kspace, operator, noise, rhs_offset):
+    def _unroll(self, x, dc_adjoint, operator, noise, rhs_offset):
         """One unroll; returns the next iterate and the denoiser outputs ``(K, N, H, W, 2)``."""
         if noise is None:
             denoised = self.denoise(x).unsqueeze(0)
-            return self._data_consistency(denoised[0], masked_kspace, operator, rhs_offset), denoised
+            return self._data_consistency(denoised[0], dc_adjoint, operator, rhs_offset), denoised
         draws = noise.shape[0]
         noisy = self._noisy(x.unsqueeze(0), noise).flatten(0, 1)
         denoised = self.denoise(noisy).unflatten(0, (draws, -1))
         if self.smoothing == Smoothing.STEP:
             solved = self._data_consistency(
-                denoised.flatten(0, 1), repeat_batch(masked_kspace, draws), operator.repeat(draws), None
+                denoised.flatten(0, 1), repeat_batch(dc_adjoint, draws), operator.repeat(draws), None
             )
             return solved.unflatten(0, (draws, -1)).mean(0), denoised
         if self.weight_encoder is not None:
@@ -392,13 +399,13 @@ class SmoothedUnrolledNetwork(nn.Module):
             z = (weights * denoised).sum(0) / weights.sum(0).clamp_min(1e-8)
         else:
             z = denoised.mean(0)
-        return self._data_consistency(z, masked_kspace, operator, rhs_offset), denoised
+        return self._data_consistency(z, dc_adjoint, operator, rhs_offset), denoised
 
     def denoise(self, image: torch.Tensor) -> torch.Tensor:
         """Applies the denoiser to complex images ``(B, H, W, 2)``."""
         return apply_denoiser(self.denoiser, image)
 
-    def _data_consistency(self, z, masked_kspace, operator, rhs_offset):
+    def _data_consistency(self, z, dc_adjoint, operator, rhs_offset):
         # DIRECT's CG solves (A^H A + lambda I) x = A^H y + lambda z' from x = z'. RS-E2E's right-hand side
         # A^H y + eta + lambda z equals that with z' = z + eta / lambda.
         lambd = self.lambd.float().clamp_min(1e-6)
@@ -406,7 +413,7 @@ class SmoothedUnrolledNetwork(nn.Module):
             z = z.float()
             if rhs_offset is not None:
                 z = z + rhs_offset / lambd
-            return self.dc.solve(operator, masked_kspace, z, lambd)
+            return self.dc.solve_from_adjoint(operator, dc_adjoint, z, lambd)
 
     def operator(self, sampling_mask: torch.Tensor, sensitivity_map: torch.Tensor) -> MultiCoilOperator:
         """A = M F S of a batch, with the engine's FFTs."""

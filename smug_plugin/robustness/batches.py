@@ -64,10 +64,12 @@ def iterate_batches(
 ) -> Iterator[tuple[str, list[int]]]:
     """Batches of dataset indices, each within one volume (DIRECT's sequential volume sampler), as (key, indices).
 
-    Indices are produced without loading data so that ``--resume`` can skip finished batches for free.
+    Indices are produced without loading data so that ``--resume`` can skip finished batches for free. Every rank of
+    a sharded run gets every batch (DIRECT's sampler would give each rank a part of the volumes): ranks share out
+    units, not volumes.
     """
     sampler = model.engine.build_batch_sampler(
-        dataset, batch_size=batch_size, sampler_type="sequential", limit_number_of_volumes=None
+        dataset, batch_size=batch_size, sampler_type="sequential", limit_number_of_volumes=None, num_replicas=1, rank=0
     )
     seen = 0
     for indices in sampler:

@@ -75,8 +75,11 @@ def _read_yaml(name: str, config: pathlib.Path) -> None:
         )
 
 
-def inference_environment(name: str, config: pathlib.Path, device: str, log_dir: pathlib.Path) -> Any:
-    """DIRECT's inference environment (``cfg``, ``engine``) of a YAML.
+def inference_environment(
+    name: str, config: pathlib.Path, device: str, log_dir: pathlib.Path, machine_rank: int = 0
+) -> Any:
+    """DIRECT's inference environment (``cfg``, ``engine``) of a YAML; ``machine_rank`` (the node of a sharded
+    run) names DIRECT's log file.
 
     Raises
     ------
@@ -92,7 +95,7 @@ def inference_environment(name: str, config: pathlib.Path, device: str, log_dir:
     _read_yaml(name, config)
     with _quiet_direct():
         try:
-            env = setup_inference_environment(name, log_dir, device, 0, False, config)
+            env = setup_inference_environment(name, log_dir, device, machine_rank, False, config)
         except SystemExit:
             # DIRECT logs the reason and calls sys.exit(-1) when it cannot resolve a name.
             raise ValueError(
@@ -173,8 +176,11 @@ def training_config_warnings(spec: ModelSpec, cfg: Any) -> list[str]:
     ]
 
 
-def load_reconstructor(spec: ModelSpec, device: str, log_dir: pathlib.Path) -> EngineReconstructor:
-    """Build model and engine from the DIRECT YAML and load the checkpoint the way ``direct predict`` does.
+def load_reconstructor(
+    spec: ModelSpec, device: str, log_dir: pathlib.Path, machine_rank: int = 0
+) -> EngineReconstructor:
+    """Build model and engine from the DIRECT YAML and load the checkpoint the way ``direct predict`` does
+    (``machine_rank``: the node of a sharded run, in DIRECT's log file name).
 
     Raises
     ------
@@ -185,7 +191,7 @@ def load_reconstructor(spec: ModelSpec, device: str, log_dir: pathlib.Path) -> E
         another model (see `load_weights`).
     """
     spec.check_files()
-    env = inference_environment(spec.name, spec.config, device, log_dir)
+    env = inference_environment(spec.name, spec.config, device, log_dir, machine_rank)
     engine = env.engine
     load_weights(spec, engine)
     engine.models_to_device()

@@ -41,3 +41,14 @@ def parse_fastmri_header(xml_header: str | bytes) -> dict:
     from direct.data.datasets import _parse_fastmri_header
 
     return _parse_fastmri_header(xml_header)
+
+
+def set_local_process_group(group) -> None:
+    """Give DIRECT the process group of this node's ranks (None: none), as DIRECT's launcher sets it for its workers.
+
+    DIRECT's set-up asks ``direct.utils.communication.get_local_rank()`` once torch.distributed is initialised, which
+    fails unless this group is set; DIRECT sets it only in its own launcher (``direct.launch``).
+    """
+    from direct.utils import communication
+
+    communication._LOCAL_PROCESS_GROUP = group

@@ -6,9 +6,11 @@ the order of work, and each unit's panel images are stored with its records, so 
 and figures as an uninterrupted one.
 """
 
+import itertools
 import pathlib
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +20,8 @@ from smug_plugin.robustness import direct_adapter
 from smug_plugin.robustness.attacks import Attack, AttackOutcome, Targets
 from smug_plugin.robustness.attacks.budgets import PAPER_NEEDS_FULLY_SAMPLED
 from smug_plugin.robustness.batches import build_dataset, iterate_batches, load_batch, reference_scale
-from smug_plugin.robustness.metrics import robustness_errors, slice_metrics
+from smug_plugin.robustness.metrics import psnr_per_slice, robustness_errors, slice_metrics
+from smug_plugin.robustness.progress import Progress
 from smug_plugin.robustness.protocol import Condition, PerturbationSpec, Protocol
 from smug_plugin.robustness.reconstructors import (
     ConfiguredModel,
@@ -27,6 +30,15 @@ from smug_plugin.robustness.reconstructors import (
 )
 from smug_plugin.robustness.records import RecordStore, Unit
 from smug_plugin.robustness.seeds import clean_seed
+
+
+@dataclass(frozen=True)
+class PlannedUnit:
+    """One unit of work: a condition on one batch, and the dataset indices of the batch's slices."""
+
+    unit: Unit  # (data, condition id, batch key)
+    condition: Condition
+    indices: tuple[int, ...]
 
 
 @dataclass
@@ -100,7 +112,7 @@ def slice_records(
 ) -> list[dict]:
     """One record per slice: where it came from, its seeds (condition, clean reconstruction), the perturbation's
     facts, the slice's intensity scale, image metrics and robustness errors."""
-    errors = robustness_errors(measurement.output, measurement.clean, measurement.kspace_delta)
+    errors = robustness_errors(measurement.output, measurement.clean, measurement.kspace_delta, batch["masked_kspace"])
     return [
         {
             "condition": condition.id,
@@ -140,10 +152,12 @@ class Evaluator:
         # Built before any work, so that a transfer from an unknown model fails at once.
         self.attacks: dict[PerturbationSpec, Attack] = {p: p.attack(self.models) for p in self.protocol.perturbations}
         # Data come from one model's YAML (the reference) so every model sees identical batches.
-        self.data_model = self.models[self.reference]
+        # A CS model has no engine: the data come from the DIRECT model whose operator it borrows.
+        self.data_model = getattr(self.models[self.reference], "data_model", self.models[self.reference])
         self.timings: dict[str, float] = defaultdict(float)
         # The panels show the first slice of the first batch of the main conditions, per perturbation and model.
         self.first_batch: str | None = None
+        self._datasets: dict[tuple, object] = {}
 
     def attack_for(self, condition: Condition) -> Attack:
         """The attack of the condition's perturbation (a sweep may vary it, e.g. its budget), built once."""
@@ -152,38 +166,77 @@ class Evaluator:
             self.attacks[spec] = spec.attack(self.models)
         return self.attacks[spec]
 
-    def run(self, store: RecordStore, on_progress=None) -> None:
-        from tqdm import tqdm
-
+    def plan(self) -> list[PlannedUnit]:
+        """Every unit of the run, in the order one process computes them: the data shifts (masks) in the protocol's
+        order, the batches of each in volume order, and the conditions on each batch in the protocol's order."""
         groups: dict[tuple, list[Condition]] = defaultdict(list)
         for c in self.protocol.conditions():
             groups[c.data_key].append(c)
+        units = []
         for data_key, conditions in groups.items():
             data_id = "default" if data_key[0] is None else f"acc={data_key[0]:g}"
-            dataset = build_dataset(self.data_model, self.settings.data_root, *data_key)
-            for model in self.models.values():
-                model.use_dimensionality(dataset.ndim)
+            dataset = self.dataset(data_key)
             batches = list(
                 iterate_batches(self.data_model, dataset, self.settings.batch_size, self.settings.max_slices)
             )
             if data_key == (None, None) and batches:
                 self.first_batch = batches[0][0]
-            bar = tqdm(batches, desc=f"robustness [{data_id}]", unit="batch", disable=not self.settings.progress)
-            for batch_key, indices in bar:
-                todo = [c for c in conditions if (data_id, c.id, batch_key) not in store.done]
-                if not todo:
-                    continue
-                t0 = time.perf_counter()
-                batch = load_batch(dataset, indices, self.settings.device)
-                self.timings["data_s"] += time.perf_counter() - t0
-                scale = self.reference_scale(batch)
-                cleans = CleanReconstructions(batch, self.settings.seed, data_id, batch_key)
-                for condition in todo:
-                    bar.set_postfix_str(condition.id)
-                    unit = (data_id, condition.id, batch_key)
-                    store.append_unit(unit, *self.evaluate_unit(unit, condition, batch, cleans, scale))
-            if on_progress is not None:
-                on_progress()
+            for key, indices in batches:
+                units += [PlannedUnit((data_id, c.id, key), c, tuple(indices)) for c in conditions]
+        return units
+
+    def dataset(self, data_key: tuple):
+        """The inference dataset of the data shift ``data_key`` (acceleration, centre fraction), built once."""
+        if data_key not in self._datasets:
+            self._datasets[data_key] = build_dataset(self.data_model, self.settings.data_root, *data_key)
+        return self._datasets[data_key]
+
+    def run(
+        self,
+        store: RecordStore,
+        units: list[PlannedUnit] | None = None,
+        progress: Progress | None = None,
+        on_data_done: Callable[[], object] | None = None,
+    ) -> None:
+        """Compute ``units`` (in the plan's order, none finished) and append each to ``store`` when it is done.
+
+        Parameters
+        ----------
+        store : RecordStore
+            This process's record file.
+        units : list[PlannedUnit], optional
+            The units to compute: a rank's share of the plan; by default the plan less what ``store`` holds.
+        progress : Progress, optional
+            Told about every unit.
+        on_data_done : callable, optional
+            Called when the units of one data shift are done (to write interim reports).
+        """
+        if units is None:
+            units = [u for u in self.plan() if u.unit not in store.done]
+        data_key = None
+        for (data_id, batch_key), group in itertools.groupby(units, key=lambda u: (u.unit[0], u.unit[2])):
+            group = list(group)
+            if group[0].condition.data_key != data_key:
+                if data_key is not None and on_data_done is not None:
+                    on_data_done()
+                data_key = group[0].condition.data_key
+                dataset = self.dataset(data_key)
+                for model in self.models.values():
+                    model.use_dimensionality(dataset.ndim)
+            t0 = time.perf_counter()
+            batch = load_batch(dataset, list(group[0].indices), self.settings.device)
+            self.timings["data_s"] += time.perf_counter() - t0
+            scale = self.reference_scale(batch)
+            cleans = CleanReconstructions(batch, self.settings.seed, data_id, batch_key)
+            for planned in group:
+                if progress is not None:
+                    progress.unit_started(planned.condition.id)
+                records, panels = self.evaluate_unit(planned.unit, planned.condition, batch, cleans, scale)
+                store.append_unit(planned.unit, records, panels)
+                if progress is not None:
+                    progress.unit_finished(planned.condition.id, records)
+        if data_key is not None and on_data_done is not None:
+            on_data_done()
 
     def reference_scale(self, batch: dict) -> torch.Tensor | None:
         """The papers' intensity scale s_ref of the batch's slices, from the data model's operator, before any
@@ -206,11 +259,15 @@ class Evaluator:
         s_ref (`reference_scale`), the unit of `paper` budgets."""
         batch_key = unit[2]
         seed = condition.seed(self.settings.seed, batch_key)
-        targets = Targets(batch["target"], cleans.get, scale)
-        scales = [None] * len(batch["filename"]) if scale is None else scale.tolist()
-        attack = self.attack_for(condition)
         resolution = direct_adapter.output_resolution(self.data_model.cfg.inference.crop, batch)
         target_image = direct_adapter.scaled_image(batch["target"], batch, resolution)
+
+        def psnr(output: torch.Tensor) -> torch.Tensor:
+            return psnr_per_slice(target_image, direct_adapter.scaled_image(output, batch, resolution))
+
+        targets = Targets(batch["target"], cleans.get, scale, psnr)
+        scales = [None] * len(batch["filename"]) if scale is None else scale.tolist()
+        attack = self.attack_for(condition)
         with_panels = condition.group == "main" and batch_key == self.first_batch
         records, panels = [], {}
         for reconstructor in self.models.values():

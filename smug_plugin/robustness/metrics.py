@@ -36,12 +36,23 @@ def slice_metrics(target: torch.Tensor, prediction: torch.Tensor) -> list[dict]:
     return out
 
 
-def robustness_errors(perturbed: torch.Tensor, clean: torch.Tensor, delta: torch.Tensor) -> list[dict]:
-    """||f(y+delta) - f(y)|| per slice, relative to ||f(y)||, and the amplification ratio to ||delta||."""
+def psnr_per_slice(target: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+    """fastMRI's per-slice PSNR (data range = the slice's target maximum, float64) of magnitude images
+    (batch, height, width) in torch, as :func:`slice_metrics` reports it."""
+    target, prediction = target.detach().double(), prediction.detach().double()
+    mse = ((target - prediction) ** 2).flatten(1).mean(1)
+    return 10 * torch.log10(target.flatten(1).amax(1) ** 2 / mse)
+
+
+def robustness_errors(
+    perturbed: torch.Tensor, clean: torch.Tensor, delta: torch.Tensor, measured: torch.Tensor | None = None
+) -> list[dict]:
+    """||f(y+delta) - f(y)|| per slice, relative to ||f(y)||, the amplification ratio to ||delta||, and (given the
+    measured k-space y) the perturbation's relative l2 size ||delta|| / ||y||."""
     diff = (perturbed - clean).detach().flatten(1).norm(dim=1)
     ref = clean.detach().flatten(1).norm(dim=1)
     dnorm = delta.detach().flatten(1).norm(dim=1)
-    return [
+    errors = [
         {
             "rob_err": float(d),
             "rob_err_rel": float(d / r) if r > 0 else math.nan,
@@ -51,6 +62,10 @@ def robustness_errors(perturbed: torch.Tensor, clean: torch.Tensor, delta: torch
         }
         for d, r, n, m in zip(diff, ref, dnorm, delta.detach().flatten(1).abs().amax(dim=1))
     ]
+    if measured is not None:
+        for error, n, y in zip(errors, dnorm, measured.detach().flatten(1).norm(dim=1)):
+            error["delta_rel_l2"] = float(n / y) if y > 0 else math.nan
+    return errors
 
 
 def summarize(values: list[float]) -> dict:

@@ -44,67 +44,125 @@ class PerturbationSpec:
         The attack's validated settings.
     transfer_from : str, optional
         Compute the perturbation on this model and apply it to every model (``each``: one per model).
+    members : tuple[PerturbationSpec, ...]
+        The attacks of a composite kind (``ensemble``), all within its budget.
     """
 
     name: str
     kind: str
     settings: AttackSettings
     transfer_from: str | None = None
+    members: tuple["PerturbationSpec", ...] = ()
 
     @classmethod
-    def from_entry(cls, raw: Any) -> "PerturbationSpec":
-        """Parse and validate one entry of a protocol's ``perturbations`` list.
+    def from_entry(cls, raw: Any, within: str | None = None) -> "PerturbationSpec":
+        """Parse and validate one entry of a protocol's ``perturbations`` list (or of an ensemble's ``members``,
+        ``within`` naming the ensemble).
 
         Raises
         ------
         ProtocolError
-            A missing or malformed name or kind, an unknown kind, or bad settings (see `AttackSettings.from_entry`).
+            A missing or malformed name or kind, an unknown kind, bad settings (see `AttackSettings.from_entry`), or
+            bad members.
         """
+        where = "Perturbation" if within is None else f"Member of ensemble '{within}'"
         if not isinstance(raw, Mapping) or "name" not in raw or "kind" not in raw:
             raise ProtocolError(f"Every perturbation needs a 'name' and a 'kind' (clean, gaussian, pgd); got {raw!r}.")
         entry = dict(raw)
         name, kind, transfer_from = entry.pop("name"), entry.pop("kind"), entry.pop("transfer_from", None)
+        raw_members = entry.pop("members", None)
         # Names become condition ids ("<group>/<name>") and transfer names ("<name>@<source>").
         if not isinstance(name, str) or not name or any(c in name for c in ("/", TRANSFER_SEPARATOR)):
-            raise ProtocolError(f"Perturbation name {name!r} must be a non-empty string without '/' or '@'.")
+            raise ProtocolError(f"{where} name {name!r} must be a non-empty string without '/' or '@'.")
         if transfer_from is not None and not isinstance(transfer_from, str):
-            raise ProtocolError(f"Perturbation '{name}': 'transfer_from' must be a model name or 'each'.")
+            raise ProtocolError(f"{where} '{name}': 'transfer_from' must be a model name or 'each'.")
         try:
-            settings = attack_class(str(kind)).Settings.from_entry(entry)
+            kind_class = attack_class(str(kind))
+            if within is not None and kind_class.composite:
+                raise ValueError(f"an ensemble cannot be a member of ensemble '{within}'.")
+            settings = kind_class.Settings.from_entry(entry)
         except ValueError as e:
-            raise ProtocolError(f"Perturbation '{name}': {e}") from None
-        return cls(name, str(kind), settings, transfer_from)
+            raise ProtocolError(f"{where} '{name}': {e}") from None
+        if raw_members is not None and not kind_class.composite:
+            raise ProtocolError(f"{where} '{name}': 'members' belongs to an ensemble (kind: ensemble), not '{kind}'.")
+        members = cls._members(name, settings, raw_members) if kind_class.composite else ()
+        return cls(name, str(kind), settings, transfer_from, members)
+
+    @classmethod
+    def _members(cls, name: str, settings: AttackSettings, raw: Any) -> tuple["PerturbationSpec", ...]:
+        """The members of ensemble ``name``: each takes the ensemble's budget, or must state that one."""
+        if not isinstance(raw, list) or not raw:
+            raise ProtocolError(f"Ensemble '{name}' needs a non-empty 'members' list of attack entries (name, kind).")
+        budget = settings.budget
+        members = []
+        for entry in raw:
+            if isinstance(entry, Mapping) and "budget" not in entry:
+                entry = {**entry, "budget": budget.to_dict()}
+            member = cls.from_entry(entry, within=name)
+            own = getattr(member.settings, "budget", None)
+            if own != budget:
+                raise ProtocolError(
+                    f"Member '{member.name}' of ensemble '{name}' has "
+                    f"{'no budget' if own is None else f'budget {own.describe()}'}; every member attacks within the "
+                    f"ensemble's {budget.describe()} (leave the member's budget out to inherit it)."
+                )
+            members.append(member)
+        names = [m.name for m in members]
+        if len(set(names)) != len(names):
+            raise ProtocolError(f"Ensemble '{name}': member names must be unique, got {names}.")
+        return tuple(members)
 
     def with_budget(self, value: float) -> "PerturbationSpec":
-        """The same perturbation with another budget value (same convention and norm)."""
+        """The same perturbation with another budget value (same convention and norm), its members' too."""
         budget = getattr(self.settings, "budget", None)
         if budget is None:
             raise ProtocolError(f"The budget sweep needs a perturbation with a budget, not '{self.name}'.")
-        return replace(self, settings=replace(self.settings, budget=replace(budget, value=value)))
+        settings = replace(self.settings, budget=replace(budget, value=value))
+        return replace(self, settings=settings, members=tuple(m.with_budget(value) for m in self.members))
 
     def attack(self, models: Mapping[str, Any]) -> Attack:
-        """The attack object, transferred from ``models[transfer_from]`` when set."""
+        """The attack object, transferred from ``models[transfer_from]`` when set, built from its members' attacks."""
         source = None
         if self.transfer_from is not None:
             if self.transfer_from not in models:
                 raise ValueError(f"Perturbation '{self.name}' transfers from unknown model '{self.transfer_from}'.")
             source = models[self.transfer_from]
-        return build_attack(self.kind, self.settings, source)
+        members = tuple((m.name, m.attack(models)) for m in self.members)
+        return build_attack(self.kind, self.settings, source, members)
 
     def describe(self) -> str:
         text = self.settings.describe()
         if attack_class(self.kind).white_box:
             text += f", transferred from {self.transfer_from}" if self.transfer_from else ", white-box per model"
+        if self.members:
+            text += "; members: " + "; ".join(f"{m.name} ({m.describe()})" for m in self.members)
         return text
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "name": self.name,
             "kind": self.kind,
+            "family": attack_class(self.kind).family.value,
             **self.settings.to_dict(),
             "transfer_from": self.transfer_from,
             "description": self.describe(),
         }
+        if self.members:
+            out["members"] = [m.to_dict() for m in self.members]
+        return out
+
+    def with_sources(self, names: list[str]) -> list["PerturbationSpec"]:
+        """This perturbation with ``transfer_from: each`` expanded into one per source model (``<name>@<source>``),
+        in its members too."""
+        spec = replace(self, members=tuple(p for m in self.members for p in m.with_sources(names)))
+        if spec.transfer_from != TRANSFER_FROM_EACH:
+            return [spec]
+        return [replace(spec, name=f"{spec.name}{TRANSFER_SEPARATOR}{n}", transfer_from=n) for n in names]
+
+    def sources(self) -> list[tuple[str, str]]:
+        """``(name, transfer_from)`` of this perturbation and its members that transfer."""
+        own = [(self.name, self.transfer_from)] if self.transfer_from is not None else []
+        return own + [source for m in self.members for source in m.sources()]
 
 
 @dataclass(frozen=True)
@@ -167,22 +225,17 @@ class Protocol:
     def for_models(self, names: list[str]) -> "Protocol":
         """Expands ``transfer_from: each`` into one transferred perturbation per source model (a transfer matrix):
         ``<name>@<source>`` is computed on the source model and applied unchanged to every model."""
-        expanded = []
-        for p in self.perturbations:
-            if p.transfer_from == TRANSFER_FROM_EACH:
-                expanded += [replace(p, name=f"{p.name}{TRANSFER_SEPARATOR}{n}", transfer_from=n) for n in names]
-            else:
-                expanded.append(p)
-        return replace(self, perturbations=expanded)
+        return replace(self, perturbations=[q for p in self.perturbations for q in p.with_sources(names)])
 
     def check_models(self, names: list[str]) -> None:
         """Raise ProtocolError if a perturbation transfers from a model that is not among ``names``."""
         for p in self.perturbations:
-            if p.transfer_from not in (None, TRANSFER_FROM_EACH, *names):
-                raise ProtocolError(
-                    f"{self.source or self.name}: perturbation '{p.name}' transfers from '{p.transfer_from}', which "
-                    f"is not a --model (models: {', '.join(names)}; or 'each')."
-                )
+            for name, source in p.sources():
+                if source not in (TRANSFER_FROM_EACH, *names):
+                    raise ProtocolError(
+                        f"{self.source or self.name}: perturbation '{name}' transfers from '{source}', which "
+                        f"is not a --model (models: {', '.join(names)}; or 'each')."
+                    )
 
     def conditions(self) -> list[Condition]:
         """Every condition to evaluate: main table first, then the sweeps in protocol order."""

@@ -75,6 +75,11 @@ class Reconstructor(ABC):
             raise UnsupportedSettings(f"Model '{self.name}' has no test-time setting {', '.join(sorted(unsupported))}.")
         return {k: v for k, v in settings.requested().items() if k in self.supported_settings()}
 
+    def relative_work(self, settings: TestTimeSettings) -> float:
+        """The expected cost of a reconstruction under ``settings`` relative to one as configured, 0 where the model
+        cannot run them (for balancing the work of a sharded run)."""
+        return 0.0 if self.unsupported(settings) else 1.0
+
     @abstractmethod
     def reconstruct(self, batch: dict, kspace_delta: torch.Tensor | None, settings: TestTimeSettings) -> torch.Tensor:
         """Magnitude image (batch, height, width) of ``batch`` with ``kspace_delta`` added, differentiable."""
@@ -176,6 +181,18 @@ class PluginReconstructor(EngineReconstructor):
     def is_randomized(self, settings: TestTimeSettings) -> bool:
         with self._applied(settings):
             return bool(self.module.is_randomized)
+
+    def relative_work(self, settings: TestTimeSettings) -> float:
+        """Unrolls times noise draws (one batch of K draws costs about K reconstructions), relative to the YAML's."""
+        if self.unsupported(settings):
+            return 0.0
+        with self._applied(settings):
+            work = self._unrolled_draws()
+        return work / self._unrolled_draws()
+
+    def _unrolled_draws(self) -> int:
+        network = self.module
+        return network.num_steps * (network.num_samples if network.is_randomized else 1)
 
     def describe(self) -> dict:
         return {**super().describe(), "test_time_settings": sorted(self.supported_settings())}

@@ -5,6 +5,11 @@ Work is done in units of (data, condition, batch). A unit's per-slice records fo
 ``panels/``; so an interrupted run loses at most the unit in flight, and ``--resume`` skips every marked unit and
 still finds every panel. What follows the last marker (a unit in flight, a torn line) is cut off when the store is
 opened. A unit is recorded once: the store refuses to append a finished unit and to open a file holding one twice.
+
+A sharded run (``torchrun``) has one record file per rank, ``records.rank<R>.jsonl``, each written as above by its
+rank alone. Rank 0 merges them (`merge_records`) into one ``records.jsonl`` in the order one process writes, checking
+that every unit is there once, and removes them; until then, a resumed run of any number of processes skips the
+units finished in any of them.
 """
 
 import hashlib
@@ -17,12 +22,15 @@ import numpy as np
 from smug_plugin.atomic import atomic_path, atomic_write_text
 
 RECORDS = "records.jsonl"
+RANK_RECORDS = "records.rank{rank}.jsonl"
 MANIFEST = "manifest.json"
 PANELS = "panels"
 # Bumped when records of the same settings would hold other numbers, so that --resume never mixes the two.
 # 2: the clean reconstruction's noise seed names the model, its settings and the batch, not the first condition.
 # 3: every record holds the slice's intensity scale s_ref and eps in its units (`intensity_scale`, `eps_paper`).
-RECORDS_FORMAT = 3
+# 4: records of gradient attacks hold their objective trace and gradient health, every record ||delta|| / ||y||
+#    (`delta_rel_l2`), an ensemble's its winner and members; attacks of an ensemble draw member seeds.
+RECORDS_FORMAT = 4
 
 Unit = tuple[str, str, str]  # (data, condition id, batch key)
 
@@ -37,7 +45,9 @@ class RecordStore:
     Parameters
     ----------
     path : pathlib.Path
-        The ``records.jsonl`` file; panels go to the ``panels/`` folder beside it.
+        The ``records.jsonl`` file (or a rank's); panels go to the ``panels/`` folder beside it.
+    read_only : bool
+        Read another process's file: what follows its last marker is left as it is, not cut off.
 
     Raises
     ------
@@ -45,11 +55,13 @@ class RecordStore:
         The file holds a unit twice (two runs wrote into one folder) or a complete line without the unit's keys.
     """
 
-    def __init__(self, path: pathlib.Path):
+    def __init__(self, path: pathlib.Path, read_only: bool = False):
         self.path = path
         self.panels_dir = path.parent / PANELS
         self.done: set[Unit] = set()
         self.records: list[dict] = []
+        self.units: dict[Unit, list[dict]] = {}  # the records of each finished unit, in the file's order
+        self.read_only = read_only
         if path.exists():
             self._load()
 
@@ -79,10 +91,9 @@ class RecordStore:
                         f"{self.path}: records before line {number} belong to another unit than its done marker "
                         "(two runs wrote into this folder at once); evaluate again into a new --output-dir."
                     )
-                self.done.add(unit)
-                self.records += unit_records
+                self._add(unit, unit_records)
                 unit_records, kept = [], offset
-        if kept < offset:
+        if kept < offset and not self.read_only:
             # Drop the unit in flight, so that its redone records are not counted twice, and start on a clean line.
             with open(self.path, "r+b") as f:
                 f.truncate(kept)
@@ -104,19 +115,24 @@ class RecordStore:
         RecordStoreError
             The unit is already recorded.
         """
+        if self.read_only:
+            raise RecordStoreError(f"{self.path} was opened to be read, not to be appended to.")
         if unit in self.done:
             raise RecordStoreError(f"{self.path} already records unit {'/'.join(unit)}; a unit is recorded once.")
         if panels:
             self.panels_dir.mkdir(exist_ok=True)
             with atomic_path(self.panels_dir / panel_file_name(unit), suffix=".npz") as tmp:
                 np.savez(tmp, **panels)
-        marker = {"type": "done", "data": unit[0], "condition": unit[1], "batch": unit[2]}
-        text = "".join(json.dumps(r) + "\n" for r in [*records, marker])
+        text = unit_text(unit, records)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        self._add(unit, records)
+
+    def _add(self, unit: Unit, records: list[dict]) -> None:
         self.done.add(unit)
+        self.units[unit] = records
         self.records += records
 
 
@@ -134,7 +150,83 @@ def load_panels(output_dir: pathlib.Path) -> dict[str, np.ndarray]:
     return images
 
 
-def open_store(output_dir: pathlib.Path, manifest: dict, resume: bool) -> RecordStore:
+def unit_text(unit: Unit, records: list[dict]) -> str:
+    """The lines of one unit in a record file: its records, then its ``done`` marker."""
+    marker = {"type": "done", "data": unit[0], "condition": unit[1], "batch": unit[2]}
+    return "".join(json.dumps(r) + "\n" for r in [*records, marker])
+
+
+def record_path(output_dir: pathlib.Path, rank: int, world_size: int) -> pathlib.Path:
+    """The record file a process appends to: ``records.jsonl`` alone, ``records.rank<R>.jsonl`` as one of a
+    sharded run's ranks."""
+    return output_dir / (RECORDS if world_size == 1 else RANK_RECORDS.format(rank=rank))
+
+
+def rank_record_files(output_dir: pathlib.Path) -> list[pathlib.Path]:
+    """The ranks' record files of a sharded run not merged yet, by rank."""
+    pattern = RANK_RECORDS.format(rank="*")
+    prefix, suffix = pattern.split("*")
+    files = [p for p in output_dir.glob(pattern) if p.name[len(prefix) : -len(suffix)].isdigit()]
+    return sorted(files, key=lambda p: int(p.name[len(prefix) : -len(suffix)]))
+
+
+def recorded_units(output_dir: pathlib.Path) -> dict[Unit, list[dict]]:
+    """Every finished unit in the folder's record files (``records.jsonl`` and the ranks'), with its records.
+
+    A unit may be in two files only with the same records: a merge that was stopped after it wrote
+    ``records.jsonl`` and before it removed the ranks' files.
+
+    Raises
+    ------
+    RecordStoreError
+        A file cannot be read as records, or two files hold one unit with different records.
+    """
+    units: dict[Unit, list[dict]] = {}
+    files = [output_dir / RECORDS] if (output_dir / RECORDS).exists() else []
+    for path in [*files, *rank_record_files(output_dir)]:
+        for unit, records in RecordStore(path, read_only=True).units.items():
+            if unit in units and unit_text(unit, units[unit]) != unit_text(unit, records):
+                raise RecordStoreError(
+                    f"{path} and another record file in {output_dir} both record unit {'/'.join(unit)}, with other "
+                    "values: two runs wrote into this folder at once; evaluate again into a new --output-dir."
+                )
+            units[unit] = records
+    return units
+
+
+def merge_records(output_dir: pathlib.Path, order: list[Unit]) -> list[dict]:
+    """The records of the units of ``order`` from every record file of the folder, in that order; where ranks' files
+    exist, they are merged into one ``records.jsonl`` in that order (written atomically, then they are removed).
+
+    Raises
+    ------
+    RecordStoreError
+        A unit of ``order`` is missing (a gap), or the files record units the run does not have, or cannot be read
+        (see `recorded_units`).
+    """
+    units = recorded_units(output_dir)
+    missing = [unit for unit in order if unit not in units]
+    if missing:
+        raise RecordStoreError(
+            f"{len(missing)} of {len(order)} units are in no record file of {output_dir} (first: "
+            f"{'/'.join(missing[0])}): every rank must write into the same folder (a file system all nodes share); "
+            "run again with --resume to compute them."
+        )
+    extra = sorted(set(units) - set(order))
+    if extra:
+        raise RecordStoreError(
+            f"{output_dir} records {len(extra)} units this run does not have (first: {'/'.join(extra[0])}); "
+            "evaluate again into a new --output-dir."
+        )
+    rank_files = rank_record_files(output_dir)
+    if rank_files:
+        atomic_write_text(output_dir / RECORDS, "".join(unit_text(unit, units[unit]) for unit in order))
+        for path in rank_files:
+            path.unlink()
+    return [record for unit in order for record in units[unit]]
+
+
+def prepare_output(output_dir: pathlib.Path, manifest: dict, resume: bool) -> None:
     """Create the output directory and its manifest, or check that a resumed run matches the interrupted one.
 
     Raises
@@ -143,15 +235,14 @@ def open_store(output_dir: pathlib.Path, manifest: dict, resume: bool) -> Record
         Results exist and ``resume`` is not set.
     ValueError
         ``resume`` with settings that differ from the interrupted run's, or records of another format.
-    RecordStoreError
-        The records file cannot be continued (see `RecordStore`).
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     manifest = {**manifest, "records_format": RECORDS_FORMAT}
-    manifest_path, records_path = output_dir / MANIFEST, output_dir / RECORDS
-    if records_path.exists() and not resume:
+    manifest_path = output_dir / MANIFEST
+    existing = [p.name for p in [output_dir / RECORDS, *rank_record_files(output_dir)] if p.exists()]
+    if existing and not resume:
         raise FileExistsError(
-            f"{output_dir} already holds results ({RECORDS}); pass --resume to continue, or use a new dir."
+            f"{output_dir} already holds results ({', '.join(existing)}); pass --resume to continue, or use a new dir."
         )
     if resume and manifest_path.exists():
         old = json.loads(manifest_path.read_text())
@@ -165,4 +256,3 @@ def open_store(output_dir: pathlib.Path, manifest: dict, resume: bool) -> Record
             changed = sorted(k for k in manifest if old.get(k) != manifest[k])
             raise ValueError(f"Cannot resume in {output_dir}: settings differ from the interrupted run ({changed}).")
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
-    return RecordStore(records_path)

@@ -11,6 +11,7 @@ from typing import Any
 from smug_plugin.robustness.attacks.base import (
     ATTACKS,
     Attack,
+    AttackFamily,
     AttackOutcome,
     AttackSettings,
     AttackTarget,
@@ -26,8 +27,14 @@ for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
 
-def build_attack(kind: str, settings: AttackSettings, transfer_source: Any | None = None) -> Attack:
-    """The attack of a protocol entry: its kind's class built from its settings, transferred from a source model.
+def build_attack(
+    kind: str,
+    settings: AttackSettings,
+    transfer_source: Any | None = None,
+    members: tuple[tuple[str, Attack], ...] = (),
+) -> Attack:
+    """The attack of a protocol entry: its kind's class built from its settings (and a composite kind's members),
+    transferred from a source model.
 
     Parameters
     ----------
@@ -37,8 +44,11 @@ def build_attack(kind: str, settings: AttackSettings, transfer_source: Any | Non
         The entry's validated settings (``attack_class(kind).Settings``).
     transfer_source : Reconstructor, optional
         Compute the perturbation on this model and apply it unchanged to every model.
+    members : tuple[tuple[str, Attack], ...]
+        The named attacks a composite kind (``ensemble``) is built from.
     """
-    attack = attack_class(kind)(**settings.fields())
+    cls = attack_class(kind)
+    attack = cls(members=members, **settings.fields()) if cls.composite else cls(**settings.fields())
     return attack if transfer_source is None else Transfer(transfer_source, attack)
 
 
@@ -46,6 +56,7 @@ __all__ = [
     "ATTACKS",
     "Attack",
     "AttackDomain",
+    "AttackFamily",
     "AttackOutcome",
     "AttackSettings",
     "AttackTarget",

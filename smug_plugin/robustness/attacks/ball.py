@@ -29,6 +29,13 @@ def project(delta: torch.Tensor, eps: torch.Tensor, norm: NormType, support: tor
     return delta * per_slice_scale(factor, delta)
 
 
+def ascent_direction(grad: torch.Tensor, norm: NormType) -> torch.Tensor:
+    """The steepest ascent direction of unit norm: the gradient's sign for l_inf, the normalised gradient for l2."""
+    if NormType(norm) == NormType.LINF:
+        return grad.sign()
+    return grad / per_slice_scale(per_slice(grad).norm(dim=1).clamp_min(1e-30), grad)
+
+
 def random_in_ball(
     shape: torch.Size, eps: torch.Tensor, norm: NormType, support: torch.Tensor, generator: torch.Generator
 ) -> torch.Tensor:

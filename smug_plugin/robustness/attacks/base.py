@@ -20,6 +20,17 @@ from smug_plugin.operators import MultiCoilOperator
 from smug_plugin.robustness.attacks.budgets import Budget, parse_enum
 
 
+class AttackFamily(StrEnum):
+    """What an attack knows of the model: the sanity checks compare the families (e.g. gradient-free against
+    gradient attacks, a sign of gradient masking when the first is stronger)."""
+
+    NONE = "none"  # no perturbation
+    NOISE = "noise"  # random, independent of the model
+    GRADIENT = "gradient"  # first-order, through the model's gradient
+    GRADIENT_FREE = "gradient_free"  # queries of the model's output only
+    ENSEMBLE = "ensemble"  # the worst case over other attacks
+
+
 class AttackTarget(StrEnum):
     """What the attacked reconstruction is pushed away from."""
 
@@ -63,11 +74,16 @@ class Targets:
         The papers' intensity scale s_ref per slice (batch,) in DIRECT's normalised units, the unit of `paper`
         budgets: :func:`smug_plugin.units.reference_intensity_scale` of the coil-combined fully sampled image.
         None where the data hold no fully sampled k-space.
+    psnr : Callable, optional
+        The per-slice PSNR (dB) the evaluation reports for a reconstruction (its crop and scaling): the ensemble
+        keeps, per slice, the member with the lowest. None outside ``smug evaluate`` (the MSE to the ground truth
+        then ranks the members, as the PSNR of a fixed target does).
     """
 
     ground_truth: torch.Tensor
     clean: Callable[[AttackedModel], torch.Tensor] | None = None
     reference_scale: torch.Tensor | None = None
+    psnr: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def of(self, target: AttackTarget, model: AttackedModel) -> torch.Tensor:
         if AttackTarget(target) == AttackTarget.GROUND_TRUTH:
@@ -90,9 +106,11 @@ class AttackOutcome:
     objective : list[float], optional
         Attack objective per slice of the returned perturbation (gradient attacks).
     history : list[torch.Tensor]
-        Objective per slice at every step.
+        Objective per slice at every step (recorded as ``objective_trace``).
     source : str, optional
         The model the perturbation was computed on, when it was transferred.
+    diagnostics : dict[str, list]
+        Further per-slice facts for the sanity checks, one list entry per slice (e.g. ``zero_gradient_steps``).
     """
 
     kspace_delta: torch.Tensor | None
@@ -100,14 +118,18 @@ class AttackOutcome:
     objective: list[float] | None = None
     history: list[torch.Tensor] = field(default_factory=list)
     source: str | None = None
+    diagnostics: dict[str, list] = field(default_factory=dict)
 
     def facts(self, index: int) -> dict[str, Any]:
         """The record fields of slice ``index``."""
         facts: dict[str, Any] = {"eps": self.eps[index]}
         if self.objective is not None:
             facts["attack_objective"] = self.objective[index]
+        if self.history:
+            facts["objective_trace"] = [float(step[index]) for step in self.history]
         if self.source is not None:
             facts["source"] = self.source
+        facts.update({name: values[index] for name, values in self.diagnostics.items()})
         return facts
 
 
@@ -177,6 +199,11 @@ class AttackSettings(ABC):
     def describe(self) -> str:
         """Human-readable statement of the attack, written into every output."""
 
+    def model_passes(self) -> float:
+        """The expected work of the attack on one model in forward passes of the model (a backward pass counts as
+        two), besides the reconstruction of the perturbed input; for balancing the work of a sharded run."""
+        return 0.0
+
 
 class Attack(ABC):
     """One attack kind: constructed from its settings as keywords, called as ``attack(model, batch, targets, seed)``.
@@ -188,6 +215,9 @@ class Attack(ABC):
     Settings: ClassVar[type[AttackSettings]]
     # Gradient attacks are computed on the attacked model itself unless transferred; the report says which.
     white_box: ClassVar[bool] = False
+    family: ClassVar[AttackFamily] = AttackFamily.NONE
+    # Built from other attacks (the protocol entry's `members`), passed to the constructor as `members`.
+    composite: ClassVar[bool] = False
 
     def __init__(self, **settings: Any) -> None:
         self.settings = self.Settings(**settings)

@@ -8,6 +8,7 @@ from smug_plugin.robustness.attacks.ball import per_slice, per_slice_scale, vert
 from smug_plugin.robustness.attacks.base import (
     Attack,
     AttackedModel,
+    AttackFamily,
     AttackOutcome,
     AttackSettings,
     Targets,
@@ -55,6 +56,7 @@ class GaussianNoise(Attack):
 
     kind = "gaussian"
     Settings = GaussianNoiseSettings
+    family = AttackFamily.NOISE
 
     def __call__(self, model: AttackedModel, batch: dict, targets: Targets, seed: int) -> AttackOutcome:
         generator = torch.Generator(device=batch["masked_kspace"].device).manual_seed(seed)

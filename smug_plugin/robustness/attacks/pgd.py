@@ -5,16 +5,16 @@ that randomized (smoothed) models get a distinct noise seed per draw, which is h
 expectation-over-transformation (EOT) attack averages gradients over the model's randomness.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from smug_plugin.models.unrolled import AttackGradient
-from smug_plugin.robustness.attacks.ball import per_slice, per_slice_scale, project, random_in_ball
+from smug_plugin.robustness.attacks.ball import ascent_direction, per_slice, per_slice_scale, project, random_in_ball
 from smug_plugin.robustness.attacks.base import (
     Attack,
     AttackedModel,
+    AttackFamily,
     AttackOutcome,
     AttackSettings,
     AttackTarget,
@@ -22,12 +22,8 @@ from smug_plugin.robustness.attacks.base import (
     register_attack,
 )
 from smug_plugin.robustness.attacks.budgets import Budget, NormType
-from smug_plugin.robustness.attacks.domain import AttackDomain, perturbed_signal
-from smug_plugin.robustness.attacks.objective import reconstruction_error
-
-# objective(kspace_delta, draw_index) -> loss per slice, shape (batch,); the attack ascends it.
-Objective = Callable[[torch.Tensor, int], torch.Tensor]
-Lift = Callable[[torch.Tensor], torch.Tensor]
+from smug_plugin.robustness.attacks.domain import AttackDomain
+from smug_plugin.robustness.attacks.problem import Lift, Objective, attack_problem
 
 
 @dataclass(frozen=True)
@@ -78,6 +74,10 @@ class PGDSettings(AttackSettings):
         if self.step_fraction <= 0:
             raise ValueError(f"step_fraction > 0 (a fraction of eps) required, got {self.step_fraction!r}.")
 
+    def model_passes(self) -> float:
+        """A forward and a backward pass per step and draw, and the final iterate scored once per draw."""
+        return float(3 * self.steps * self.eot_samples + self.eot_samples)
+
     def describe(self) -> str:
         draws = f"EOT over {self.eot_samples} draws/step" if self.eot_samples > 1 else "one noise draw per step"
         gradient = ""
@@ -101,10 +101,69 @@ class AscentResult:
     history: list[torch.Tensor] = field(default_factory=list)
 
 
+class GradientHealth:
+    """What the gradients of an attack looked like, per slice, for the sanity checks.
+
+    Counts the gradient evaluations whose (EOT-averaged) gradient was exactly zero on the entries that may change,
+    and those in which a draw's gradient held NaN or infinity (the attack steps on with those entries zeroed). For
+    an EOT estimate, the first evaluation also records how far the averaged gradient moves as its draws double:
+    ``||g_2n - g_n|| / ||g_2n||`` for n = 1, 2, 4, ..., where g_n averages the first n draws.
+
+    Parameters
+    ----------
+    support : torch.Tensor
+        Entries of the variable that may change (broadcastable to it).
+    """
+
+    def __init__(self, support: torch.Tensor):
+        self.support = support
+        self.evaluations = 0
+        self.zero: torch.Tensor | None = None
+        self.nonfinite: torch.Tensor | None = None
+        self.eot_convergence: list[torch.Tensor] | None = None
+
+    def relative_change(self, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+        """||new - old|| / ||new|| per slice, on the support."""
+        return per_slice((new - old) * self.support).norm(dim=1) / per_slice(new * self.support).norm(dim=1).clamp_min(
+            1e-30
+        )
+
+    def record(self, gradient: torch.Tensor, nonfinite: torch.Tensor, convergence: list[torch.Tensor]) -> None:
+        zero = (per_slice(gradient * self.support) == 0).all(dim=1)
+        self.zero = zero.long() if self.zero is None else self.zero + zero.long()
+        self.nonfinite = nonfinite.long() if self.nonfinite is None else self.nonfinite + nonfinite.long()
+        self.evaluations += 1
+        if self.eot_convergence is None and convergence:
+            self.eot_convergence = convergence
+
+    def diagnostics(self) -> dict[str, list]:
+        """Per-slice record fields: ``gradient_evaluations``, ``zero_gradient_steps``, ``nonfinite_gradient_steps``
+        and, for EOT attacks, ``eot_convergence``."""
+        if self.zero is None or self.nonfinite is None:
+            return {}
+        out: dict[str, list] = {
+            "gradient_evaluations": [self.evaluations] * len(self.zero),
+            "zero_gradient_steps": self.zero.tolist(),
+            "nonfinite_gradient_steps": self.nonfinite.tolist(),
+        }
+        if self.eot_convergence:
+            out["eot_convergence"] = torch.stack(self.eot_convergence, dim=1).tolist()
+        return out
+
+
 def estimate_gradient(
-    objective: Objective, kspace_delta_of: Lift, variable: torch.Tensor, draws: list[int]
+    objective: Objective,
+    kspace_delta_of: Lift,
+    variable: torch.Tensor,
+    draws: list[int],
+    health: GradientHealth | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Average gradient of the objective over the given noise draws (EOT when len(draws) > 1).
+
+    Parameters
+    ----------
+    health : GradientHealth, optional
+        Records zero and non-finite gradients (and the convergence of the EOT average) per slice.
 
     Returns
     -------
@@ -113,14 +172,25 @@ def estimate_gradient(
     """
     grad = torch.zeros_like(variable)
     total = torch.zeros(variable.shape[0], dtype=variable.dtype, device=variable.device)
-    for draw in draws:
+    nonfinite = torch.zeros(variable.shape[0], dtype=torch.bool, device=variable.device)
+    convergence, previous = [], None
+    for count, draw in enumerate(draws, start=1):
         var = variable.detach().requires_grad_(True)
         with torch.enable_grad():
             loss = objective(kspace_delta_of(var), draw)
             # Slices are independent, so the gradient of the sum is the per-slice gradient.
             (g,) = torch.autograd.grad(loss.sum(), var)
+        if health is not None:
+            nonfinite |= ~torch.isfinite(per_slice(g)).all(dim=1)
         grad += torch.nan_to_num(g)
         total += loss.detach()
+        if health is not None and len(draws) > 1 and count & (count - 1) == 0:  # count is a power of two
+            average = grad / count
+            if previous is not None:
+                convergence.append(health.relative_change(average, previous))
+            previous = average
+    if health is not None:
+        health.record(grad / len(draws), nonfinite, convergence)
     return grad / len(draws), total / len(draws)
 
 
@@ -138,6 +208,7 @@ def projected_gradient_ascent(
     keep_best: bool = True,
     draws_per_step: int = 1,
     lift: Lift | None = None,
+    health: GradientHealth | None = None,
 ) -> AscentResult:
     """Projected gradient ascent of `objective` over a batch of slices at once.
 
@@ -161,6 +232,8 @@ def projected_gradient_ascent(
         Noise draws averaged per gradient (EOT).
     lift : Lift, optional
         Maps the variable to the k-space perturbation; identity for k-space attacks.
+    health : GradientHealth, optional
+        Records the gradients' zero and non-finite entries per slice.
     """
     lift = lift if lift is not None else (lambda v: v)
     norm = NormType(norm)
@@ -172,18 +245,14 @@ def projected_gradient_ascent(
     k = max(1, int(draws_per_step))
     best, best_obj, history = delta.clone(), None, []
     for step in range(steps):
-        grad, obj = estimate_gradient(objective, lift, delta, [step * k + i for i in range(k)])
+        grad, obj = estimate_gradient(objective, lift, delta, [step * k + i for i in range(k)], health)
         history.append(obj)
         if best_obj is None:
             best_obj = obj.clone()
         better = obj > best_obj
         best = torch.where(per_slice_scale(better, best), delta, best)
         best_obj = torch.maximum(best_obj, obj)
-        if norm == NormType.LINF:
-            direction = grad.sign()
-        else:
-            direction = grad / per_slice_scale(per_slice(grad).norm(dim=1).clamp_min(1e-30), grad)
-        delta = project(delta + alpha * direction, eps, norm, support).detach()
+        delta = project(delta + alpha * ascent_direction(grad, norm), eps, norm, support).detach()
     # The final iterate has not been scored yet.
     with torch.no_grad():
         final = torch.stack([objective(lift(delta), steps * k + i) for i in range(k)]).mean(0)
@@ -209,33 +278,41 @@ class PGD(Attack):
     kind = "pgd"
     Settings = PGDSettings
     white_box = True
+    family = AttackFamily.GRADIENT
 
     def __call__(self, model: AttackedModel, batch: dict, targets: Targets, seed: int) -> AttackOutcome:
         settings = self.settings
-        differentiated = model
-        if settings.gradient != AttackGradient.FULL:
-            differentiated = model.with_settings(attack_gradient=settings.gradient.value)
-        target = targets.of(settings.target, model)
-        generator = torch.Generator(device=batch["masked_kspace"].device).manual_seed(seed)
-        perturbed = perturbed_signal(settings.domain, model, batch)
-        eps = settings.budget.resolve(perturbed.signal, perturbed.support, targets.reference_scale)
-
-        def objective(kspace_delta: torch.Tensor, draw: int) -> torch.Tensor:
-            output = differentiated.reconstruct(batch, kspace_delta, noise_seed=seed + 1 + draw)
-            return reconstruction_error(output, target)
-
+        problem = attack_problem(
+            model,
+            batch,
+            targets,
+            seed,
+            budget=settings.budget,
+            domain=settings.domain,
+            target=settings.target,
+            eot_samples=settings.eot_samples,
+            gradient=settings.gradient,
+        )
+        health = GradientHealth(problem.perturbed.support)
         result = projected_gradient_ascent(
-            objective,
-            perturbed.signal.shape,
-            perturbed.support,
-            eps,
+            problem.objective,
+            problem.perturbed.signal.shape,
+            problem.perturbed.support,
+            problem.eps,
             settings.budget.norm,
-            generator,
+            problem.generator,
             steps=settings.steps,
             step_fraction=settings.step_fraction,
             random_start=settings.random_start,
             keep_best=settings.keep_best,
-            draws_per_step=settings.eot_samples if model.is_randomized else 1,
-            lift=perturbed.lift,
+            draws_per_step=problem.draws,
+            lift=problem.perturbed.lift,
+            health=health,
         )
-        return AttackOutcome(result.kspace_delta, eps.tolist(), result.objective.tolist(), result.history)
+        return AttackOutcome(
+            result.kspace_delta,
+            problem.eps.tolist(),
+            result.objective.tolist(),
+            result.history,
+            diagnostics=health.diagnostics(),
+        )

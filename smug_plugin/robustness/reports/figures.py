@@ -1,4 +1,5 @@
-"""Figures of a robustness run (matplotlib, Agg backend): metric-vs-shift curves and image panels."""
+"""Figures of a robustness run (matplotlib, Agg backend): metric-vs-shift curves, image panels and the figure of
+each sanity check."""
 
 import pathlib
 from collections import defaultdict
@@ -86,6 +87,43 @@ def panel_figure(output_dir: pathlib.Path, models: list[str]) -> dict[str, pathl
     return {"figure_panels": path}
 
 
-def make_figures(output_dir: pathlib.Path, records: list[dict], models: list[dict]) -> dict[str, pathlib.Path]:
+def sanity_figures(output_dir: pathlib.Path, checks: list[dict]) -> dict[str, pathlib.Path]:
+    """The figure of each sanity check (`reports.sanity`): its evidence as lines, or as grouped bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = {}
+    for check in checks:
+        evidence = check["evidence"]
+        if not check["figure"]:
+            continue
+        fig, ax = plt.subplots(figsize=(6.5, 3.8), layout="constrained")
+        series = evidence["series"]
+        if evidence["kind"] == "line":
+            for s in series:
+                ax.plot(s["x"], [np.nan if y is None else y for y in s["y"]], marker="o", label=s["label"])
+            ax.legend(fontsize=7)
+        else:
+            # One bar per compared value, coloured by its place in the comparison (the attack, what it is held to).
+            bars = [(f"{s['label']}\n{x}", y, f"C{j}") for s in series for j, (x, y) in enumerate(zip(s["x"], s["y"]))]
+            ax.bar(range(len(bars)), [np.nan if y is None else y for _, y, _ in bars], color=[c for *_, c in bars])
+            ax.set_xticks(range(len(bars)), [label for label, *_ in bars], rotation=90, fontsize=6)
+        ax.set_xlabel(evidence["xlabel"])
+        ax.set_ylabel(evidence["ylabel"])
+        ax.set_title(f"{check['title']}: {check['verdict']}", fontsize=9)
+        ax.grid(alpha=0.3)
+        path = output_dir / check["figure"]
+        _save(fig, path)
+        plt.close(fig)
+        paths[f"figure_sanity_{check['check']}"] = path
+    return paths
+
+
+def make_figures(
+    output_dir: pathlib.Path, records: list[dict], models: list[dict], checks: list[dict] | None = None
+) -> dict[str, pathlib.Path]:
     names = [m["name"] for m in models]
-    return {**sweep_figures(output_dir, records, names), **panel_figure(output_dir, names)}
+    figures = {**sweep_figures(output_dir, records, names), **panel_figure(output_dir, names)}
+    return {**figures, **sanity_figures(output_dir, checks or [])}

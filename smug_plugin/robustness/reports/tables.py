@@ -14,6 +14,7 @@ from smug_plugin.atomic import atomic_write_text
 from smug_plugin.provenance import package_versions
 from smug_plugin.robustness.metrics import summarize, volume_metrics
 from smug_plugin.robustness.protocol import TRANSFER_SEPARATOR
+from smug_plugin.robustness.reports.sanity import markdown_section, sanity_checks, warnings_of
 
 SCHEMA_VERSION = 1
 METRICS = ("psnr", "ssim", "nmse", "rob_err", "rob_err_rel", "rob_ratio")
@@ -152,9 +153,13 @@ def _mean_std_delta(row: dict, metric: str, digits: int, is_reference: bool) -> 
     return text if is_reference or delta is None else f"{text} ({_fmt(delta, digits, '+')})"
 
 
-def notices(data_issues: list[dict], warnings: list[str]) -> list[str]:
-    """The top of robustness.md: files the data loader skipped and warnings about the models, if any."""
+def notices(data_issues: list[dict], warnings: list[str], sanity: list[str] | None = None) -> list[str]:
+    """The top of robustness.md: files the data loader skipped, warnings about the models and the sanity checks
+    that warn, if any."""
     lines = []
+    if sanity:
+        lines += ["**Sanity checks that warn** (details under Sanity checks below):", ""]
+        lines += [f"- {warning}" for warning in sanity] + [""]
     if data_issues:
         lines += ["**Data issues** (these files are not in the numbers below):", ""]
         lines += [f"- `{issue['file']}`: {issue['problem']}" for issue in data_issues] + [""]
@@ -171,6 +176,8 @@ def markdown_table(
     layout: list[dict],
     preamble: list[str] | None = None,
     equivalents: dict[str, dict] | None = None,
+    records: list[dict] | None = None,
+    checks: list[dict] | None = None,
 ) -> str:
     lines = [
         "# Robustness evaluation",
@@ -201,6 +208,7 @@ def markdown_table(
         equivalent = f"; {describe_equivalent(equivalents[name])}" if name in equivalents else ""
         lines.append(f"- **{name}**: {description}{equivalent}")
     lines += transfer_matrix(transfers, models)
+    lines += ensemble_tables(records or [], models)
     for group in dict.fromkeys(c["group"] for c in layout if c["group"] != "main"):
         sub = [r for r in rows if r["group"] == group]
         values = sorted(dict.fromkeys(c["sweep_value"] for c in layout if c["group"] == group))
@@ -211,6 +219,8 @@ def markdown_table(
             for model in models:
                 vals = [_fmt(c[(v, model)]["psnr_mean"]) if (v, model) in c else "n/a" for v in values]
                 lines.append(f"| {model} | " + " | ".join(vals) + " |")
+    if checks:
+        lines += markdown_section(checks)
     return "\n".join(lines) + "\n"
 
 
@@ -224,6 +234,32 @@ def transfer_matrix(rows: list[dict], models: list[str]) -> list[str]:
         for source in models:
             vals = [_fmt(cell[(source, m)]["psnr_mean"]) if (source, m) in cell else "n/a" for m in models]
             lines.append(f"| {source} | " + " | ".join(vals) + " |")
+    return lines
+
+
+def ensemble_tables(records: list[dict], models: list[str]) -> list[str]:
+    """Per ensemble of the main table: each member's mean PSNR, the per-slice worst case and how often each member
+    won, per model."""
+    lines = []
+    ensembles = [r for r in records if r["group"] == "main" and "members" in r]
+    for name in dict.fromkeys(r["perturbation"] for r in ensembles):
+        recs = [r for r in ensembles if r["perturbation"] == name]
+        members = list(dict.fromkeys(m for r in recs for m in r["members"]))
+        lines += ["", f"## Ensemble {name}: PSNR (dB) per member and the per-slice worst case", ""]
+        lines += ["| Model | " + " | ".join(members) + " | worst case | won by |", "|" + "---|" * (3 + len(members))]
+        for model in models:
+            mine = [r for r in recs if r["model"] == model]
+            if not mine:
+                continue
+            cells = [
+                _fmt(summarize([r["members"][m]["psnr"] for r in mine if m in r["members"]])["mean"]) for m in members
+            ]
+            wins = defaultdict(int)
+            for r in mine:
+                wins[r["winner"]] += 1
+            won = ", ".join(f"{m} {wins[m]}/{len(mine)}" for m in members if wins[m])
+            worst = _fmt(summarize([r["psnr"] for r in mine])["mean"])
+            lines.append(f"| {model} | " + " | ".join(cells) + f" | {worst} | {won} |")
     return lines
 
 
@@ -242,13 +278,15 @@ def write_reports(
 
     `layout` lists every condition of the protocol (condition id, group, sweep value, perturbation name);
     `data_issues` the data files that were skipped (`DataIssue.to_dict`), `warnings` what the user must know about
-    the models. Both head robustness.md. Values that are not finite are null in the JSON and n/a in the CSV.
+    the models. Both head robustness.md, with the sanity checks that warn (`reports.sanity`). Values that are not
+    finite are null in the JSON and n/a in the CSV.
     """
     data_issues, warnings = data_issues or [], warnings or []
     names = [m["name"] for m in models]
     rows = summarize_records(records, reference, layout, names)
     descriptions = {p["name"]: p["description"] for p in protocol["perturbations"]}
     equivalents = budget_equivalents(records)
+    checks = sanity_checks(records, protocol)
     doc = {
         "schema_version": SCHEMA_VERSION,
         "reference": reference,
@@ -260,6 +298,7 @@ def write_reports(
         "budget_equivalents": equivalents,
         "data_issues": data_issues,
         "warnings": warnings,
+        "sanity": checks,
         "summary": rows,
         "records": records,
     }
@@ -272,7 +311,7 @@ def write_reports(
         cells = {k: "n/a" if k.endswith(NUMERIC_SUFFIXES) and _missing(v) else v for k, v in row.items()}
         writer.writerow({**cells, "description": descriptions.get(row["perturbation"], "")})
     atomic_write_text(paths["csv"], buf.getvalue())
-    preamble = notices(data_issues, warnings)
-    md = markdown_table(rows, names, reference, descriptions, layout, preamble, equivalents)
+    preamble = notices(data_issues, warnings, warnings_of(checks))
+    md = markdown_table(rows, names, reference, descriptions, layout, preamble, equivalents, records, checks)
     atomic_write_text(paths["md"], md)
     return paths

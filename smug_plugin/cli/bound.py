@@ -1,0 +1,138 @@
+"""``smug bound``: SMUG's Theorem 1 (journal) for trained models, next to the ratio an attack measured.
+
+||A|| and alpha by power iteration on each slice's operator, M from the denoiser outputs on the slices, C_n for
+n = 1..N; the measured ||f(y + delta) - f(y)|| / ||delta|| comes from the records of a ``smug evaluate`` run of the
+same models on the same data (``--evaluation``).
+"""
+
+import argparse
+import pathlib
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "bound",
+        help="SMUG's Theorem 1 constants C_n for trained models, next to the measured attack ratio.",
+        description=(
+            "Estimates ||A|| and alpha = ||(A^H A + lambda I)^{-1}|| by power iteration on every slice's operator, "
+            "M (empirical) from the denoiser's outputs on the slices, and the Theorem 1 constants C_n, n = 1..N; "
+            "with --evaluation, puts them next to ||f(y + delta) - f(y)|| / ||delta|| of that smug evaluate run. "
+            "Writes bound.json, bound.md and bound.png to --output-dir."
+        ),
+    )
+    parser.add_argument("--model", action="append", required=True, metavar="NAME=CONFIG.yaml:CHECKPOINT.pt")
+    parser.add_argument("--data-root", required=True, type=pathlib.Path, help="Directory of fastMRI-format h5 files.")
+    parser.add_argument("--output-dir", required=True, type=pathlib.Path)
+    parser.add_argument(
+        "--evaluation", type=pathlib.Path, default=None, help="Output folder of smug evaluate on the same models."
+    )
+    parser.add_argument("--perturbation", default="pgd", help="The perturbation of --evaluation to compare with.")
+    parser.add_argument("--power-iterations", type=int, default=50)
+    parser.add_argument("--max-slices", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores).")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+    import sys
+
+    import torch
+
+    counts = {"--power-iterations": args.power_iterations, "--batch-size": args.batch_size}
+    counts |= {"--max-slices": args.max_slices, "--threads": args.threads}
+    problem = next((f"{k} must be positive, got {v}." for k, v in counts.items() if v is not None and v < 1), None)
+    if problem is not None:
+        print(f"smug bound: error: {problem}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    try:
+        paths = compute_bound(args)
+    except (OSError, ValueError) as e:
+        print(f"smug bound: error: {e}", file=sys.stderr)
+        return 2
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def measured_ratios(evaluation: pathlib.Path, perturbation: str) -> dict[str, dict[tuple[str, int], float]]:
+    """``{model: {(file, slice): ratio}}`` of the main condition ``perturbation`` in a smug evaluate folder."""
+    import math
+
+    from smug_plugin.robustness.records import RECORDS, RecordStore
+
+    path = evaluation / RECORDS
+    if not path.is_file():
+        raise FileNotFoundError(f"--evaluation {evaluation}: no {RECORDS}; give the --output-dir of smug evaluate.")
+    ratios: dict[str, dict[tuple[str, int], float]] = {}
+    for r in RecordStore(path).records:
+        ratio = r.get("rob_ratio")
+        if r["condition"] == f"main/{perturbation}" and ratio is not None and math.isfinite(ratio):
+            ratios.setdefault(r["model"], {})[(r["file"], r["slice"])] = ratio
+    if not ratios:
+        raise ValueError(
+            f"--evaluation {evaluation} holds no records of perturbation '{perturbation}' with a nonzero delta; "
+            "name one of its perturbations with --perturbation."
+        )
+    return ratios
+
+
+def model_facts(model, scope: str | None) -> dict:
+    """Name, why the theorem does not apply (None: it does) and the settings it uses."""
+    facts = {"name": model.name, "scope": scope, "lambda": None, "sigma": None, "num_steps": None}
+    module = model.module
+    if hasattr(module, "lambd"):
+        facts |= {"lambda": float(module.lambd.detach().float().clamp_min(1e-6)), "num_steps": module.num_steps}
+        facts |= {"sigma": float(module.sigma), "num_samples": module.num_samples}
+    return facts
+
+
+def compute_bound(args: argparse.Namespace) -> dict:
+    """Load models and data, estimate the constants per slice, write the report; returns the written paths."""
+    from smug_plugin.robustness.batches import build_dataset, iterate_batches, load_batch
+    from smug_plugin.robustness.bound import denoiser_output_norms, operator_norms, theorem_scope
+    from smug_plugin.robustness.checkpoints import ModelSpec, load_reconstructor
+    from smug_plugin.robustness.reports.bound_report import model_summary, write_bound_report
+
+    specs = [ModelSpec.parse(s) for s in args.model]
+    for spec in specs:
+        spec.check_files()
+    if not args.data_root.is_dir():
+        raise FileNotFoundError(f"--data-root {args.data_root} is not a folder of h5 files.")
+    measured = measured_ratios(args.evaluation, args.perturbation) if args.evaluation is not None else {}
+    models = [load_reconstructor(spec, "cpu", args.output_dir / "direct_logs") for spec in specs]
+    scopes = {m.name: theorem_scope(m) for m in models}
+    dataset = build_dataset(models[0], args.data_root, None, None)
+    for model in models:
+        model.use_dimensionality(dataset.ndim)
+    slices: dict[str, list[dict]] = {m.name: [] for m in models}
+    for _, indices in iterate_batches(models[0], dataset, args.batch_size, args.max_slices):
+        batch = load_batch(dataset, indices, "cpu")
+        for model in models:
+            facts = model_facts(model, scopes[model.name])
+            operator = model.operator(batch)
+            like = operator.adjoint(batch["masked_kspace"])
+            norms = operator_norms(operator, facts["lambda"] or 1.0, like, args.power_iterations)
+            d_norms = denoiser_output_norms(model, batch) if scopes[model.name] is None else None
+            for i, (file, number) in enumerate(zip(batch["filename"], batch["slice_no"])):
+                slices[model.name].append(
+                    {
+                        "file": pathlib.Path(file).name,
+                        "slice": int(number),
+                        "a_norm": float(norms.a_norm[i]),
+                        "alpha": float(norms.alpha[i]),
+                        "denoiser_norm": None if d_norms is None else float(d_norms[i]),
+                    }
+                )
+    rows = [model_summary(model_facts(m, scopes[m.name]), slices[m.name], measured.get(m.name, {})) for m in models]
+    facts = {
+        "data_root": str(args.data_root),
+        "slices": len(slices[models[0].name]),
+        "evaluation": None if args.evaluation is None else str(args.evaluation),
+        "perturbation": args.perturbation if args.evaluation is not None else None,
+        "power_iterations": args.power_iterations,
+    }
+    return write_bound_report(args.output_dir, rows, facts)

@@ -1,0 +1,109 @@
+"""``smug cs-tune``: choose the l1 weight of the CS baseline on the validation split and write its YAML.
+
+Every candidate weight reconstructs the validation slices with the operator and batches of a DIRECT model (the one
+the CS model will be evaluated beside); the weight of the best mean PSNR (fastMRI, per slice) is written with the
+other settings and every candidate's PSNR to the YAML that ``smug evaluate --model NAME=CS.yaml`` reads.
+"""
+
+import argparse
+import pathlib
+
+DEFAULT_WEIGHTS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "cs-tune",
+        help="Choose the CS baseline's l1-wavelet weight on validation data; write its YAML.",
+        description=(
+            "Reconstructs the slices under --data-root with l1-wavelet SENSE (FISTA) for each --weights value, on "
+            "the masks, coil maps and normalisation of --data-model, and writes the weight of the best mean PSNR to "
+            "--output (a CS model YAML for smug evaluate --model NAME=CS.yaml)."
+        ),
+    )
+    parser.add_argument("--data-model", required=True, metavar="CONFIG.yaml:CHECKPOINT.pt", help="A DIRECT model.")
+    parser.add_argument("--data-root", required=True, type=pathlib.Path, help="The VALIDATION split (h5 files).")
+    parser.add_argument("--output", required=True, type=pathlib.Path, help="The CS model YAML to write.")
+    parser.add_argument("--weights", type=float, nargs="+", default=list(DEFAULT_WEIGHTS))
+    parser.add_argument("--iterations", type=int, default=50)
+    parser.add_argument("--wavelet", default="db4")
+    parser.add_argument("--levels", type=int, default=3)
+    parser.add_argument("--max-slices", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores).")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    try:
+        chosen = tune(args)
+    except (OSError, ValueError) as e:
+        print(f"smug cs-tune: error: {e}", file=sys.stderr)
+        return 2
+    print(f"weight {chosen['weight']:g} (mean PSNR {chosen['psnr']:.2f} dB): {args.output}")
+    return 0
+
+
+def tune(args: argparse.Namespace) -> dict:
+    """Evaluate every weight on the validation slices and write the YAML; returns the chosen weight and PSNR."""
+    import os
+    import statistics
+    import tempfile
+
+    import torch
+
+    from smug_plugin.cs.config import write_cs_yaml
+    from smug_plugin.cs.wavelet_sense import L1WaveletSettings
+    from smug_plugin.robustness import direct_adapter
+    from smug_plugin.robustness.batches import build_dataset, iterate_batches, load_batch
+    from smug_plugin.robustness.checkpoints import ModelSpec, load_reconstructor
+    from smug_plugin.robustness.cs_model import CSReconstructor
+    from smug_plugin.robustness.metrics import slice_metrics
+    from smug_plugin.robustness.reconstructors import TestTimeSettings
+
+    counts = {"--batch-size": args.batch_size, "--max-slices": args.max_slices, "--threads": args.threads}
+    for option, value in counts.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{option} must be positive, got {value}.")
+    candidates = [
+        L1WaveletSettings(weight=w, iterations=args.iterations, wavelet=args.wavelet, levels=args.levels)
+        for w in args.weights
+    ]
+    if args.output.is_dir() or not args.output.parent.is_dir():
+        raise ValueError(f"--output {args.output}: give a file name in an existing folder.")
+    spec = ModelSpec.parse(f"data={args.data_model}")
+    spec.check_files()
+    if not args.data_root.is_dir():
+        raise FileNotFoundError(f"--data-root {args.data_root} is not a folder of h5 files.")
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    with tempfile.TemporaryDirectory() as logs:  # DIRECT's set-up logs; nothing to keep
+        data_model = load_reconstructor(spec, "cpu", pathlib.Path(logs))
+    dataset = build_dataset(data_model, args.data_root, None, None)
+    models = [CSReconstructor(f"w={c.weight:g}", c, data_model) for c in candidates]
+    psnrs: list[list[float]] = [[] for _ in models]
+    for _, indices in iterate_batches(data_model, dataset, args.batch_size, args.max_slices):
+        batch = load_batch(dataset, indices, "cpu")
+        resolution = direct_adapter.output_resolution(data_model.cfg.inference.crop, batch)
+        target = direct_adapter.scaled_image(batch["target"], batch, resolution)
+        for model, values in zip(models, psnrs):
+            with torch.no_grad():
+                image = model.reconstruct(batch, None, TestTimeSettings())
+            values += [m["psnr"] for m in slice_metrics(target, direct_adapter.scaled_image(image, batch, resolution))]
+    means = [statistics.fmean(v) for v in psnrs]
+    best = max(range(len(candidates)), key=lambda i: means[i])
+    tuning = {
+        "data_root": str(args.data_root),
+        "data_model": args.data_model,
+        "slices": len(psnrs[0]),
+        "criterion": "mean fastMRI PSNR per slice",
+        "psnr_by_weight": {float(c.weight): round(m, 4) for c, m in zip(candidates, means)},
+    }
+    header = (
+        "l1-wavelet SENSE (classical compressed sensing), weight chosen by smug cs-tune on the validation split.\n"
+        f"smug evaluate --model CS={args.output.name} reconstructs with the first DIRECT model's operator."
+    )
+    write_cs_yaml(args.output, candidates[best], header, tuning)
+    return {"weight": candidates[best].weight, "psnr": means[best]}

@@ -1,0 +1,145 @@
+"""``smug shifts``: out-of-distribution against in-distribution accuracy per model, from `smug evaluate` runs."""
+
+import argparse
+import pathlib
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "shifts",
+        help="Distribution shifts: OOD against ID accuracy per model with the linear fit, from smug evaluate runs.",
+        description=(
+            "Reads the records of a smug evaluate run on in-distribution data (--in-distribution) and of runs of the "
+            "same models on shifted data (--shifted NAME=DIR), adds the adversarially filtered set (the hardest "
+            "--fraction of the in-distribution slices for --filter-model, which is then left out of the table), and "
+            "writes shifts.json, shifts.md and shifts.png (OOD against ID per model, a linear fit per set)."
+        ),
+    )
+    parser.add_argument("--in-distribution", required=True, type=pathlib.Path, help="smug evaluate output folder.")
+    parser.add_argument("--shifted", action="append", default=[], metavar="NAME=DIR", help="A shifted set's run.")
+    parser.add_argument("--filter-model", default=None, help="The model that picks the hardest slices.")
+    parser.add_argument("--fraction", type=float, default=0.1, help="The filtered fraction (default: 10 %%).")
+    parser.add_argument("--perturbation", default="clean", help="The main condition compared (default: clean).")
+    parser.add_argument("--metric", default="psnr", choices=["psnr", "ssim", "nmse"])
+    parser.add_argument("--output-dir", required=True, type=pathlib.Path)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    try:
+        paths = report(args)
+    except (OSError, ValueError) as e:
+        print(f"smug shifts: error: {e}", file=sys.stderr)
+        return 2
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def _values(folder: pathlib.Path, condition: str, metric: str) -> dict:
+    from smug_plugin.robustness.records import RECORDS, RecordStore
+    from smug_plugin.robustness.shifts import slice_values
+
+    path = folder / RECORDS
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder}: no {RECORDS}; give the --output-dir of a smug evaluate run.")
+    values = slice_values(RecordStore(path).records, condition, metric)
+    if not values:
+        raise ValueError(f"{path} holds no '{condition}' records: choose one of its perturbations with --perturbation.")
+    return values
+
+
+def report(args: argparse.Namespace) -> dict:
+    import json
+
+    from smug_plugin.atomic import atomic_write_text
+    from smug_plugin.robustness.reports.tables import json_ready
+    from smug_plugin.robustness.shifts import shift_table
+
+    if not 0 < args.fraction <= 1:
+        raise ValueError(f"--fraction must be in (0, 1], got {args.fraction}.")
+    condition = f"main/{args.perturbation}"
+    shifted = {}
+    for entry in args.shifted:
+        name, sep, folder = entry.partition("=")
+        if not sep or not name or not folder:
+            raise ValueError(f"Expected --shifted NAME=DIR, got '{entry}'.")
+        shifted[name] = _values(pathlib.Path(folder), condition, args.metric)
+    table = shift_table(
+        _values(args.in_distribution, condition, args.metric), shifted, args.filter_model, args.fraction
+    )
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": args.output_dir / "shifts.json", "markdown": args.output_dir / "shifts.md"}
+    atomic_write_text(paths["json"], json.dumps(json_ready({"metric": args.metric, **table}), indent=2))
+    atomic_write_text(paths["markdown"], markdown(table, args))
+    paths["figure"] = args.output_dir / "shifts.png"
+    figure(paths["figure"], table, args.metric)
+    return paths
+
+
+def markdown(table: dict, args: argparse.Namespace) -> str:
+    def cell(value):
+        return "n/a" if value is None else f"{value:.3f}"
+
+    lines = [
+        "# Distribution shifts",
+        "",
+        f"Mean {args.metric} per model under `{args.perturbation}`: in distribution (`{args.in_distribution}`) and on "
+        "each shifted set; the fit is OOD = slope x ID + intercept over the models.",
+        "",
+        "| Model | in distribution | " + " | ".join(table["sets"]) + " |",
+        "|---|---|" + "---|" * len(table["sets"]),
+    ]
+    for row in table["rows"]:
+        lines.append(
+            f"| {row['model']} | {cell(row['in_distribution'])} | "
+            + " | ".join(cell(row[s]) for s in table["sets"])
+            + " |"
+        )
+    lines.append("")
+    for name, fit in table["fits"].items():
+        text = (
+            "n/a (fewer than two models)"
+            if fit is None
+            else f"slope {fit['slope']:.3f}, intercept {fit['intercept']:.3f}"
+        )
+        lines.append(f"- {name}: {text}")
+    if table["filter_model"] is not None:
+        lines.append(
+            f"- adversarially filtered: the hardest {table['fraction']:.0%} of the in-distribution slices for "
+            f"{table['filter_model']} (not in the table)."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def figure(path: pathlib.Path, table: dict, metric: str) -> None:
+    """OOD against ID, a point per model and set, the fit per set and the line y = x."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from smug_plugin.atomic import atomic_path
+
+    fig, ax = plt.subplots(figsize=(5, 4), layout="constrained")
+    ids = [r["in_distribution"] for r in table["rows"]]
+    for i, name in enumerate(table["sets"]):
+        points = [(r["in_distribution"], r[name], r["model"]) for r in table["rows"] if r[name] is not None]
+        ax.scatter([p[0] for p in points], [p[1] for p in points], color=f"C{i}", label=name)
+        for x, y, model in points:
+            ax.annotate(model, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        fit = table["fits"][name]
+        if fit is not None:
+            xs = [min(ids), max(ids)]
+            ax.plot(xs, [fit["slope"] * x + fit["intercept"] for x in xs], color=f"C{i}", linewidth=1)
+    ax.plot([min(ids), max(ids)], [min(ids), max(ids)], "k--", linewidth=0.8, label="y = x")
+    ax.set_xlabel(f"in-distribution {metric}")
+    ax.set_ylabel(f"shifted {metric}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)

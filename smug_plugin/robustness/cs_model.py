@@ -1,0 +1,151 @@
+"""Models without a checkpoint, ``--model NAME=MODEL.yaml``, next to DIRECT checkpoints: the CS baseline (a ``cs:``
+section) and the cyclic-consistency defense of another model (a ``defense:`` section).
+
+A CS model has no DIRECT engine: it reconstructs with the operator A of a DIRECT model of the same run (its data
+model: sensitivity-map normalisation and FFTs as that engine uses them), so every model sees the same A and batches.
+"""
+
+import pathlib
+from dataclasses import dataclass
+
+import torch
+
+from smug_plugin.cs.config import CS_SECTION, load_cs_settings, read_model_yaml
+from smug_plugin.cs.wavelet_sense import L1WaveletSettings, OrthogonalWavelet, l1_wavelet_sense
+from smug_plugin.operators import MultiCoilOperator
+from smug_plugin.robustness.checkpoints import ModelSpec, load_reconstructor
+from smug_plugin.robustness.defense import (
+    DEFENSE_SECTION,
+    DefendedReconstructor,
+    DefenseSettings,
+    read_defense_settings,
+)
+from smug_plugin.robustness.reconstructors import EngineReconstructor, Reconstructor, TestTimeSettings
+
+CS_MODEL_NAME = "cs.l1_wavelet_sense"
+
+
+@dataclass(frozen=True)
+class CSSpec:
+    """``NAME=MODEL.yaml`` as given on the command line: a CS model or a defense."""
+
+    name: str
+    config: pathlib.Path
+
+    def check_files(self) -> None:
+        """The YAML exists and holds valid settings (checked before any DIRECT model is loaded)."""
+        if not self.config.is_file():
+            raise FileNotFoundError(f"Model '{self.name}': model YAML not found: {self.config}")
+        self.settings()
+
+    def settings(self) -> L1WaveletSettings | DefenseSettings:
+        """The CS settings or the defense settings of the YAML."""
+        document = read_model_yaml(self.config)
+        if DEFENSE_SECTION in document and CS_SECTION not in document:
+            section = document[DEFENSE_SECTION]
+            if not isinstance(section, dict):
+                raise ValueError(f"{self.config}: '{DEFENSE_SECTION}:' must be a mapping of settings.")
+            return read_defense_settings(self.config, section)
+        return load_cs_settings(self.config, document.get(CS_SECTION))
+
+
+def parse_model_spec(text: str) -> ModelSpec | CSSpec:
+    """``NAME=CONFIG.yaml:CHECKPOINT.pt`` (a DIRECT model) or ``NAME=CS.yaml`` (the CS baseline)."""
+    name, sep, rest = text.partition("=")
+    if sep and name and rest and ":" not in rest:
+        return CSSpec(name, pathlib.Path(rest))
+    return ModelSpec.parse(text)
+
+
+class CSReconstructor(Reconstructor):
+    """l1-wavelet SENSE with the operator of ``data_model``; deterministic, no test-time settings.
+
+    Parameters
+    ----------
+    name : str
+        Display name.
+    settings : L1WaveletSettings
+        Weight, iterations, wavelet.
+    data_model : EngineReconstructor
+        The DIRECT model whose A (maps, FFTs) and batches the CS model uses.
+    provenance : dict
+        Where it came from (its YAML), for the report.
+    """
+
+    def __init__(
+        self, name: str, settings: L1WaveletSettings, data_model: EngineReconstructor, provenance: dict | None = None
+    ):
+        self.name = name
+        self.settings = settings
+        self.data_model = data_model
+        self.provenance = provenance or {}
+        self.wavelet = OrthogonalWavelet(settings.wavelet, settings.levels)
+
+    def supported_settings(self) -> frozenset[str]:
+        return frozenset()
+
+    def use_dimensionality(self, ndim: int) -> None:
+        """Only 2D slices; nothing to learn from the dataset."""
+
+    def reconstruct(self, batch: dict, kspace_delta: torch.Tensor | None, settings: TestTimeSettings) -> torch.Tensor:
+        self.applicable(settings)
+        kspace = batch["masked_kspace"] if kspace_delta is None else batch["masked_kspace"] + kspace_delta
+        image = l1_wavelet_sense(self.operator(batch), kspace, self.settings, self.wavelet)
+        return image.norm(dim=-1)  # magnitude (batch, height, width), as the engines' output
+
+    def operator(self, batch: dict) -> MultiCoilOperator:
+        return self.data_model.operator(batch)
+
+    def is_randomized(self, settings: TestTimeSettings) -> bool:
+        return False
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            **self.provenance,
+            "model_name": CS_MODEL_NAME,
+            "settings": {k: getattr(self.settings, k) for k in ("weight", "iterations", "wavelet", "levels")},
+            "operator_from": self.data_model.name,
+            "parameters": 0,
+            "randomized": False,
+        }
+
+
+def load_models(
+    specs: list[ModelSpec | CSSpec], device: str, log_dir: pathlib.Path, node_rank: int = 0
+) -> list[Reconstructor]:
+    """The DIRECT models of ``specs`` as `load_reconstructor` loads them, the CS models on the first one's A, and
+    the defenses around the models they name, in the order given.
+
+    Raises
+    ------
+    ValueError
+        No DIRECT model (the others need one's data), a defense of an unknown model, or a bad YAML.
+    """
+    loaded = [load_reconstructor(s, device, log_dir, node_rank) if isinstance(s, ModelSpec) else s for s in specs]
+    engines = [m for m in loaded if isinstance(m, EngineReconstructor)]
+    if not engines:
+        raise ValueError(
+            "CS models and defenses reconstruct with the masks, coil maps and normalisation of a DIRECT model: add "
+            "one --model NAME=CONFIG.yaml:CHECKPOINT.pt."
+        )
+    settings = {m.name: m.settings() for m in loaded if isinstance(m, CSSpec)}
+    loaded = [
+        CSReconstructor(m.name, settings[m.name], engines[0], {"config": str(m.config)})
+        if isinstance(m, CSSpec) and isinstance(settings[m.name], L1WaveletSettings)
+        else m
+        for m in loaded
+    ]
+    defended = {m.name: m for m in loaded if isinstance(m, Reconstructor)}
+    models = []
+    for m in loaded:
+        if isinstance(m, CSSpec):
+            wraps = settings[m.name].wraps
+            if wraps not in defended:
+                raise ValueError(
+                    f"{m.config}: the defense wraps '{wraps}', which is not a DIRECT or CS --model of this run "
+                    f"({', '.join(defended) or 'none'}): name one of them."
+                )
+            m = DefendedReconstructor(m.name, settings[m.name], defended[wraps], {"config": str(m.config)})
+        models.append(m)
+    return models
