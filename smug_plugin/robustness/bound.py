@@ -84,7 +84,7 @@ def operator_norms(
     eigenvalues of A^H A, where power iteration on mu_max I - A^H A would crawl at (mu_max - mu_2) / (mu_max - mu_1)).
     """
     mu_max = largest_eigenvalue(operator.normal, like, iterations, seed=0)
-    solver = OperatorConjGrad(operator.forward_operator, operator.backward_operator, cg_iterations, CG_TOLERANCE)
+    solver = OperatorConjGrad(cg_iterations, CG_TOLERANCE)
     weight = torch.tensor([float(lambd)], dtype=like.dtype, device=like.device)
     no_data = torch.zeros_like(operator.fully_sampled(like))
 

@@ -44,14 +44,20 @@ class ModelSpec:
 @contextlib.contextmanager
 def _quiet_direct() -> Iterator[None]:
     """DIRECT's set-up prints every config at INFO (once per model): keep the console for progress and errors."""
-    root_level = logging.getLogger().level
+    root = logging.getLogger()
+    root_level, handlers = root.level, list(root.handlers)
     disabled = logging.root.manager.disable  # the caller's own logging.disable level, restored below
     logging.disable(max(disabled, logging.INFO))
     try:
         yield
     finally:
         logging.disable(disabled)
-        logging.getLogger().setLevel(max(root_level, logging.WARNING))
+        root.setLevel(max(root_level, logging.WARNING))
+        # DIRECT adds a console handler per model set-up (they pile up, and outlive a redirected stdout); its log
+        # file handler stays.
+        for handler in [h for h in root.handlers if h not in handlers]:
+            if type(handler) is logging.StreamHandler:
+                root.removeHandler(handler)
 
 
 def _read_yaml(name: str, config: pathlib.Path) -> None:

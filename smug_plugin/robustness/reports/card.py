@@ -184,7 +184,9 @@ def schema_errors(value: Any, schema: dict, where: str = "card") -> list[str]:
 
 
 def _statistics(records: list[dict], key: str) -> dict:
-    return summarize([r.get(key) for r in records])
+    # An undefined statistic (the interval of one slice) is null, as in the strict-JSON reports.
+    stats = summarize([r.get(key) for r in records])
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in stats.items()}
 
 
 def _range(values: list[float | None]) -> dict | None:
