@@ -20,6 +20,7 @@ from smug_plugin.robustness.sweeps import SWEEPS
 
 TRANSFER_FROM_EACH = "each"
 TRANSFER_SEPARATOR = "@"
+MEMBERS_SEPARATOR = "; members: "  # between an ensemble's description and its members'
 PROTOCOL_KEYS = {"name", "seed", "perturbations", "sweeps"}
 # The test-time settings a sweep may override (the noise seed is the evaluation's, the attack gradient an attack's,
 # never a condition's).
@@ -135,7 +136,7 @@ class PerturbationSpec:
         if attack_class(self.kind).white_box:
             text += f", transferred from {self.transfer_from}" if self.transfer_from else ", white-box per model"
         if self.members:
-            text += "; members: " + "; ".join(f"{m.name} ({m.describe()})" for m in self.members)
+            text += MEMBERS_SEPARATOR + "; ".join(f"{m.name} ({m.describe()})" for m in self.members)
         return text
 
     def to_dict(self) -> dict:

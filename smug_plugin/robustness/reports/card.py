@@ -35,10 +35,13 @@ from typing import Any
 
 from smug_plugin.atomic import atomic_write_text
 from smug_plugin.robustness.metrics import summarize
-from smug_plugin.robustness.reports.sanity import model_verdicts
+from smug_plugin.robustness.protocol import MEMBERS_SEPARATOR
+from smug_plugin.robustness.reports.sanity import VERDICT_TEXT, model_verdicts
+from smug_plugin.robustness.reports.tables import json_ready
 
 CARD_VERSION = 1
 CARDS = "cards"
+MASK_FACTS = ("name", "accelerations", "center_fractions")  # of the YAML's masking, in the Markdown
 
 _NUMBER = {"type": ["number", "null"]}
 _STRING = {"type": ["string", "null"]}
@@ -184,9 +187,8 @@ def schema_errors(value: Any, schema: dict, where: str = "card") -> list[str]:
 
 
 def _statistics(records: list[dict], key: str) -> dict:
-    # An undefined statistic (the interval of one slice) is null, as in the strict-JSON reports.
-    stats = summarize([r.get(key) for r in records])
-    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in stats.items()}
+    """n, mean, std, ci95 over slices; null where undefined (the interval of one slice)."""
+    return json_ready(summarize([r.get(key) for r in records]))
 
 
 def _range(values: list[float | None]) -> dict | None:
@@ -214,7 +216,8 @@ def _worst_case(main: dict[str, list[dict]], entries: dict[str, dict]) -> str | 
     if ensembles:
         return ensembles[0]
     attacks = [n for n in main if entries.get(n, {}).get("family") not in ("none", "noise", None)]
-    return min(attacks, key=lambda n: summarize([r["psnr"] for r in main[n]])["mean"], default=None)
+    means = {n: summarize([r["psnr"] for r in main[n]])["mean"] for n in attacks}
+    return min((n for n in attacks if means[n] is not None), key=means.get, default=None)
 
 
 def _first_of_family(main: dict[str, list[dict]], entries: dict[str, dict], family: str) -> str | None:
@@ -234,7 +237,7 @@ def build_card(doc: dict, model: str) -> dict:
     described = next(m for m in doc["models"] if m["name"] == model)
     run = doc.get("run", {})
     budget = (entry or {}).get("budget")
-    worst_slice = min(worst, key=lambda r: r["psnr"], default=None)
+    worst_slice = min((r for r in worst if r.get("psnr") is not None), key=lambda r: r["psnr"], default=None)
     slices = {(r["file"], r["slice"]) for recs in main.values() for r in recs}
     winners: dict[str, int] = {}
     for r in worst:
@@ -303,11 +306,16 @@ def _interval(stats: dict | None, digits: int) -> str:
     return f"{stats['mean']:.{digits}f}{half}"
 
 
+def _cell(text: str) -> str:
+    """``text`` inside a Markdown table cell (its pipes escaped)."""
+    return text.replace("|", "\\|")
+
+
 def card_markdown(card: dict) -> str:
     """The card as Markdown: facts, the budget in every convention, the metric table, the worst slice, sanity."""
     model, data, attack, budget = card["model"], card["data"], card["attack"], card["budget"]
     masking = data["masking"] or {}
-    mask = ", ".join(f"{k} {v}" for k, v in masking.items()) or "as the model's YAML"
+    mask = ", ".join(f"{k} {masking[k]}" for k in MASK_FACTS if k in masking) or "as the model's YAML"
     lines = [
         f"# Robustness card: {model['name']}",
         "",
@@ -321,18 +329,21 @@ def card_markdown(card: dict) -> str:
         f"{card['seeds']['protocol']}) |",
     ]
     if attack is not None:
-        lines.append(f"| attack | **{attack['perturbation']}** ({attack['kind']}): {attack['description']} |")
+        # The members' own descriptions are in the member table below.
+        description = attack["description"].split(MEMBERS_SEPARATOR)[0]
+        lines.append(f"| attack | **{attack['perturbation']}** ({attack['kind']}): {_cell(description)} |")
     if budget is not None:
 
         def side(key: str) -> str:
             r = budget[key]
             return "n/a" if r is None else f"{_g(r['mean'])} ({_g(r['min'])}-{_g(r['max'])})"
 
-        lines.append(
-            f"| budget | {budget['norm']} eps {budget['value']:g} ({budget['convention']}): absolute (DIRECT units) "
+        text = (
+            f"{budget['norm']} eps {budget['value']:g} ({budget['convention']}): absolute (DIRECT units) "
             f"{side('absolute')}; paper units (x s_ref) {side('paper')}; relative l2 ||delta||/||y|| "
-            f"{side('relative_l2')} |"
+            f"{side('relative_l2')}"
         )
+        lines.append(f"| budget | {_cell(text)} |")
     lines += ["", "| condition | PSNR (dB) | SSIM | NMSE |", "|---|---|---|---|"]
     for label, key in (("clean", "clean"), ("noise", "noise"), ("worst case", "worst_case")):
         m = card["metrics"][key]
@@ -362,7 +373,7 @@ def card_markdown(card: dict) -> str:
             ]
             lines.append(f"| {m['name']} | " + " | ".join(cells) + " |")
     lines += ["", "| sanity check | verdict |", "|---|---|"]
-    lines += [f"| {s['title']} | **{s['verdict']}** |" for s in card["sanity"]]
+    lines += [f"| {s['title']} | {VERDICT_TEXT[s['verdict']]} |" for s in card["sanity"]]
     versions = ", ".join(f"{name} {version}" for name, version in card["versions"].items())
     lines += ["", f"Versions: {versions}.", ""]
     return "\n".join(lines)

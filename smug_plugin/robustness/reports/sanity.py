@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 PASS, WARN, NA = "pass", "warn", "n/a"
+# In Markdown "n/a" marks a cell without a value; a check that does not apply says so.
+VERDICT_TEXT = {PASS: "pass", WARN: "**warn**", NA: "not applicable"}
 # Mean-PSNR margins (dB) within which two attacks count as equally strong: larger differences are not noise of the
 # random starts on the same slices.
 PSNR_TOLERANCE_DB = 0.05
@@ -358,7 +360,7 @@ def markdown_section(checks: list[dict]) -> list[str]:
     lines = ["", "## Sanity checks", "", "| check | verdict | summary | figure |", "|---|---|---|---|"]
     for c in checks:
         figure = f"[{c['figure']}]({c['figure']})" if c["figure"] else ""
-        lines.append(f"| {c['title']} (`{c['check']}`) | **{c['verdict']}** | {c['summary']} | {figure} |")
+        lines.append(f"| {c['title']} (`{c['check']}`) | {VERDICT_TEXT[c['verdict']]} | {c['summary']} | {figure} |")
     for c in checks:
         for model, entry in c["models"].items():
             if entry["verdict"] == WARN:
