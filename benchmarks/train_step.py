@@ -272,7 +272,8 @@ def run_worker(forwarded: list[str], worker: str) -> dict:
         [sys.executable, __file__, *forwarded, "--worker", worker], capture_output=True, text=True, check=False
     )
     if result.returncode != 0:
-        return {"error": result.stderr.strip().splitlines()[-1:]}
+        last = result.stderr.strip().splitlines()[-1:] or ["no message: killed, e.g. out of memory?"]
+        return {"error": f"exit status {result.returncode}, {last[0]}"}
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
