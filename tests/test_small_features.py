@@ -58,20 +58,20 @@ def test_repeat_slice_copies_one_slice():
     assert copies["scalar"] == 3.0 and [s.tolist() for s in copies["size"]] == [[6] * 3, [8] * 3]
 
 
-def test_smug_small_features_measures_a_direct_model_and_the_cs_baseline(tmp_path):
+def test_smug_small_features_measures_direct_plugin_and_cs_models(tmp_path):
     from robustness_fixtures import make_setup
 
     from smug_plugin.cli.main import main
 
-    setup = make_setup(tmp_path, ("varnet",))
+    setup = make_setup(tmp_path, ("varnet", "smug"))
     cs = tmp_path / "cs.yaml"
     cs.write_text("cs: {weight: 0.01, iterations: 5, wavelet: haar, levels: 2}\n")
     out = tmp_path / "out"
-    models = ["--model", setup["specs"][0], "--model", f"CS={cs}"]
+    models = ["--model", setup["specs"][0], "--model", setup["specs"][1], "--model", f"CS={cs}"]
     args = ["small-features", *models, "--data-root", str(setup["data"]), "--output-dir", str(out)]
     assert main([*args, "--stride", "8", "--window-batch", "4", "--threads", "1"]) == 0
     report = json.loads((out / "small_features.json").read_text())
-    assert set(report["mean_window_mse"]) == {"varnet", "CS"}
+    assert set(report["mean_window_mse"]) == {"varnet", "smug", "CS"}
     assert report["slices"][0]["windows"] == len(window_origins(32, 24, 8))
     assert all(v > 0 for v in report["mean_window_mse"].values())
-    assert len(list((out / "heatmaps").glob("*.png"))) == 2 and (out / "small_features.png").is_file()
+    assert len(list((out / "heatmaps").glob("*.png"))) == 3 and (out / "small_features.png").is_file()

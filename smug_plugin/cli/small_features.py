@@ -72,6 +72,8 @@ def measure(args: argparse.Namespace) -> dict:
     models = load_models(specs, "cpu", args.output_dir / "direct_logs")
     data_model = next(m for m in models if isinstance(m, EngineReconstructor))
     dataset = build_dataset(data_model, args.data_root, None, None)
+    for model in models:
+        model.use_dimensionality(dataset.ndim)
     slices, maps = [], {}
     for _, indices in iterate_batches(data_model, dataset, min(args.max_slices, 4), args.max_slices):
         batch = load_batch(dataset, indices, "cpu")

@@ -122,14 +122,22 @@ def load_models(
     ValueError
         No DIRECT model (the others need one's data), a defense of an unknown model, or a bad YAML.
     """
-    loaded = [load_reconstructor(s, device, log_dir, node_rank) if isinstance(s, ModelSpec) else s for s in specs]
-    engines = [m for m in loaded if isinstance(m, EngineReconstructor)]
-    if not engines:
+    settings = {s.name: s.settings() for s in specs if isinstance(s, CSSpec)}
+    if settings and not any(isinstance(s, ModelSpec) for s in specs):
         raise ValueError(
             "CS models and defenses reconstruct with the masks, coil maps and normalisation of a DIRECT model: add "
             "one --model NAME=CONFIG.yaml:CHECKPOINT.pt."
         )
-    settings = {m.name: m.settings() for m in loaded if isinstance(m, CSSpec)}
+    wrappable = [s.name for s in specs if not isinstance(settings.get(s.name), DefenseSettings)]
+    for spec in specs:  # before any DIRECT model is loaded
+        wraps = getattr(settings.get(spec.name), "wraps", None)
+        if wraps is not None and wraps not in wrappable:
+            raise ValueError(
+                f"{spec.config}: the defense wraps '{wraps}', which is not a DIRECT or CS --model of this run "
+                f"({', '.join(wrappable) or 'none'}): name one of them."
+            )
+    loaded = [load_reconstructor(s, device, log_dir, node_rank) if isinstance(s, ModelSpec) else s for s in specs]
+    engines = [m for m in loaded if isinstance(m, EngineReconstructor)]
     loaded = [
         CSReconstructor(m.name, settings[m.name], engines[0], {"config": str(m.config)})
         if isinstance(m, CSSpec) and isinstance(settings[m.name], L1WaveletSettings)
@@ -140,12 +148,8 @@ def load_models(
     models = []
     for m in loaded:
         if isinstance(m, CSSpec):
-            wraps = settings[m.name].wraps
-            if wraps not in defended:
-                raise ValueError(
-                    f"{m.config}: the defense wraps '{wraps}', which is not a DIRECT or CS --model of this run "
-                    f"({', '.join(defended) or 'none'}): name one of them."
-                )
-            m = DefendedReconstructor(m.name, settings[m.name], defended[wraps], {"config": str(m.config)})
+            m = DefendedReconstructor(
+                m.name, settings[m.name], defended[settings[m.name].wraps], {"config": str(m.config)}
+            )
         models.append(m)
     return models
