@@ -21,7 +21,9 @@ from smug_plugin.models.checkpoint import checkpoint_fix, read_model_state, stat
 DENOISER_PREFIX = "denoiser."
 
 
-def build_denoiser(hidden_channels: int = 64, num_dubs: int = 3, num_convs_recon: int = 9) -> nn.Module:
+def build_denoiser(
+    hidden_channels: int = 64, num_dubs: int = 3, num_convs_recon: int = 9, compiled: bool = False
+) -> nn.Module:
     """DIDN on 2-channel (real, imaginary) images with a global residual, the papers' denoiser.
 
     Parameters
@@ -32,6 +34,10 @@ def build_denoiser(hidden_channels: int = 64, num_dubs: int = 3, num_convs_recon
         Number of down-up blocks (journal: 3, conference: 2).
     num_convs_recon : int
         Convolutions of each reconstruction block.
+    compiled : bool
+        ``torch.compile`` the denoiser's forward (``nn.Module.compile``: parameters and state dict unchanged). On CPU
+        a compiled training step of the denoiser took about 20 % less time than the eager one, after a first step
+        that compiles (tens of seconds; needs a C++ compiler).
 
     Returns
     -------
@@ -50,7 +56,10 @@ def build_denoiser(hidden_channels: int = 64, num_dubs: int = 3, num_convs_recon
         skip_connection=True,
     )
     _use_torch_convolutions(didn)
-    return didn.to(memory_format=torch.channels_last)
+    didn = didn.to(memory_format=torch.channels_last)
+    if compiled:
+        didn.compile()
+    return didn
 
 
 class PointwiseConv2d(nn.Conv2d):
