@@ -21,7 +21,7 @@ as ``train_step.py`` measures it, the peak reset after building through Linux's 
 CG iterations per solve (forward / backward), and the convolutions: their
 GFLOP per step, the GFLOP/s they reach inside the step and in a plain benchmark of the same convolutions (same shapes
 and calls, forward and backward, nothing else), and the convolution-bound limit, the step's convolutions alone at
-that plain speed.
+that plain speed. ``--compiled`` adds ours with ``denoiser_compile`` (its first, compiling step is a warm-up step).
 
     python benchmarks/vs_published.py --published /tmp/smug_journal
     python benchmarks/vs_published.py                       # ours alone
@@ -85,7 +85,7 @@ def scaled_inputs(args: argparse.Namespace) -> tuple[dict, torch.Tensor]:
 # Ours -------------------------------------------------------------------------------------------------------------
 
 
-def our_contender(args, model_name: str, inputs: dict, target: torch.Tensor, checkpointed: bool = False) -> Contender:
+def our_contender(args, model_name: str, inputs: dict, target: torch.Tensor, variant: str = "") -> Contender:
     shared = {
         "num_steps": args.steps,
         "cg_iters": args.cg_iters,
@@ -93,7 +93,8 @@ def our_contender(args, model_name: str, inputs: dict, target: torch.Tensor, che
         "lambda_init": args.lambd,
         "denoiser_hidden_channels": args.channels,
         "denoiser_num_dubs": args.blocks,
-        "gradient_checkpointing": checkpointed,
+        "gradient_checkpointing": variant == "checkpointed",
+        "denoiser_compile": variant == "compiled",
     }
     torch.manual_seed(0)
     if model_name == "SMUG":
@@ -130,7 +131,7 @@ def our_contender(args, model_name: str, inputs: dict, target: torch.Tensor, che
         finally:
             data_consistency.conjugate_gradient = original
 
-    code = "ours, checkpointed" if checkpointed else "ours"
+    code = f"ours, {variant}" if variant else "ours"
     return Contender(model_name, code, step, sum(p.numel() for p in model.parameters()), counting)
 
 
@@ -287,7 +288,7 @@ def peak_memory_mib(args: argparse.Namespace, model_name: str, code: str, thread
 def build(args, model_name: str, code: str, inputs, target, published) -> Contender:
     if code == "published":
         return published_contender(args, model_name, inputs, target, published)
-    return our_contender(args, model_name, inputs, target, checkpointed=code == "ours, checkpointed")
+    return our_contender(args, model_name, inputs, target, variant=code.removeprefix("ours").removeprefix(", "))
 
 
 def memory_worker(args: argparse.Namespace, published) -> None:
@@ -345,8 +346,8 @@ def report(contenders: list[Contender], args: argparse.Namespace, threads: int, 
                 f"{model_name} {code} / published: time {step / reference[0]:.2f} x, "
                 f"peak memory {memory / reference[1]:.2f} x"
             )
-        if code == "ours, checkpointed":
-            print(f"{model_name} checkpointed / not: time {step / rows[(model_name, 'ours')][0]:.2f} x")
+        if code != "ours":
+            print(f"{model_name} {code} / ours: time {step / rows[(model_name, 'ours')][0]:.2f} x")
 
 
 def main() -> None:
@@ -377,6 +378,7 @@ def main() -> None:
         contenders = []
         for model_name in ("SMUG", "MoDL"):
             model_codes = codes + (["ours, checkpointed"] if model_name == "SMUG" else [])
+            model_codes += ["ours, compiled"] if args.compiled else []
             group = [build(args, model_name, code, inputs, target, published) for code in model_codes]
             time_rounds(group, args)
             contenders += group
@@ -400,6 +402,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cg-iters", type=int, default=10, help="our CG's iteration limit")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--compiled", action="store_true", help="also ours with denoiser_compile (torch.compile)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return parser.parse_args()
 

@@ -28,6 +28,9 @@ class MoDLConfig(ModelConfig):
     denoiser_hidden_channels: int = 64
     denoiser_num_dubs: int = 3
     denoiser_num_convs_recon: int = 9
+    # torch.compile the denoiser: on CPU about 20 % less time per denoiser step once compiled, after a first step
+    # that compiles (tens of seconds; needs a C++ compiler). Weights and checkpoints are unchanged.
+    denoiser_compile: bool = False
     denoiser_checkpoint: str | None = None
     gradient_checkpointing: bool = False
     # The units of sigma and of the clamp. direct: DIRECT's normalised k-space (k-space / 99th percentile of
@@ -86,6 +89,7 @@ class DIDNConfig(ModelConfig):
     denoiser_hidden_channels: int = 64
     denoiser_num_dubs: int = 3
     denoiser_num_convs_recon: int = 9
+    denoiser_compile: bool = False
     sigma: float = 0.01
     noise_seed: int | None = 0
     intensity_scale: IntensityScale = IntensityScale.DIRECT

@@ -30,6 +30,7 @@ class DIDN(nn.Module):
         denoiser_hidden_channels: int = 64,
         denoiser_num_dubs: int = 3,
         denoiser_num_convs_recon: int = 9,
+        denoiser_compile: bool = False,
         sigma: float = 0.01,
         noise_seed: int | None = 0,
         intensity_scale: IntensityScale | str = IntensityScale.DIRECT,
@@ -43,7 +44,9 @@ class DIDN(nn.Module):
         self.intensity_scale = parse_choice(IntensityScale, "intensity_scale", intensity_scale)
         check_clamp(clamp_noisy_input, self.intensity_scale)
         self.clamp_noisy_input = bool(clamp_noisy_input)
-        self.denoiser = build_denoiser(denoiser_hidden_channels, denoiser_num_dubs, denoiser_num_convs_recon)
+        self.denoiser = build_denoiser(
+            denoiser_hidden_channels, denoiser_num_dubs, denoiser_num_convs_recon, compiled=denoiser_compile
+        )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Denoises complex images ``(N, H, W, 2)``."""

@@ -136,6 +136,7 @@ class SmoothedUnrolledNetwork(nn.Module):
         denoiser_hidden_channels: int = 64,
         denoiser_num_dubs: int = 3,
         denoiser_num_convs_recon: int = 9,
+        denoiser_compile: bool = False,
         denoiser_checkpoint: str | None = None,
         gradient_checkpointing: bool = False,
         intensity_scale: IntensityScale | str = IntensityScale.DIRECT,
@@ -175,6 +176,8 @@ class SmoothedUnrolledNetwork(nn.Module):
             Width and depth of the weight encoder.
         denoiser_hidden_channels, denoiser_num_dubs, denoiser_num_convs_recon : int
             DIDN configuration (papers: 64 channels, 3 down-up blocks).
+        denoiser_compile : bool
+            ``torch.compile`` the denoiser (see :func:`~smug_plugin.models.denoiser.build_denoiser`).
         denoiser_checkpoint : str, optional
             A ``direct train`` checkpoint (pre-trained ``smug.didn.DIDN`` or any family member) whose denoiser
             weights initialise this model's denoiser when training starts (:meth:`load_pretrained_denoiser`,
@@ -218,7 +221,9 @@ class SmoothedUnrolledNetwork(nn.Module):
         self.clamp_noisy_input = bool(clamp_noisy_input)
         self.attack_gradient = AttackGradient.FULL
 
-        self.denoiser = build_denoiser(denoiser_hidden_channels, denoiser_num_dubs, denoiser_num_convs_recon)
+        self.denoiser = build_denoiser(
+            denoiser_hidden_channels, denoiser_num_dubs, denoiser_num_convs_recon, compiled=denoiser_compile
+        )
         self.weight_encoder = WeightEncoder(weight_encoder_channels, weight_encoder_layers) if weighted else None
         if learn_lambda:
             self.lambd = nn.Parameter(torch.tensor([float(lambda_init)]))
