@@ -29,10 +29,10 @@ SUITE = {
     "budget": 0.2,
     "members": [
         {"name": "noise", "kind": "gaussian"},
-        {"name": "pgd", "kind": "pgd", "steps": 4},
-        {"name": "apgd", "kind": "apgd", "steps": 4, "eot_samples": 4},
-        {"name": "square", "kind": "square", "queries": 8},
-        {"name": "transfer", "kind": "pgd", "steps": 4, "transfer_from": "each"},
+        {"name": "pgd", "kind": "pgd", "steps": 3},
+        {"name": "apgd", "kind": "apgd", "steps": 3, "eot_samples": 2},
+        {"name": "square", "kind": "square", "queries": 6},
+        {"name": "transfer", "kind": "pgd", "steps": 3, "transfer_from": "each"},
     ],
 }
 
@@ -58,9 +58,9 @@ class NonFiniteGradientModel(NetworkModel):
         return output + 0 * kspace_delta.abs().sqrt().flatten(1).sum(1).view(-1, 1, 1)
 
 
-def evaluate(models: dict, target: str) -> tuple[list[dict], dict]:
+def evaluate(models: dict, target: str, budgets: tuple[float, ...] = BUDGETS) -> tuple[list[dict], dict]:
     """Records, as `smug evaluate` writes them, of ``models[target]`` under the suite at its budget and the budget
-    sweep, and the protocol as robustness.json states it (transfers expanded to the models)."""
+    sweep over ``budgets``, and the protocol as robustness.json states it (transfers expanded to the models)."""
     batch, targets = tiny_batch(batch=3, seed=7)
     targets = Targets(targets.ground_truth, psnr=lambda output: psnr_per_slice(targets.ground_truth, output))
     spec = PerturbationSpec.from_entry(SUITE).with_sources(list(models))[0]
@@ -72,7 +72,7 @@ def evaluate(models: dict, target: str) -> tuple[list[dict], dict]:
         | {"file": "volume.h5", "slice": i, "eps": 0.0, "eps_paper": None, **metrics}
         for i, metrics in enumerate(slice_metrics(targets.ground_truth, clean))
     ]
-    for condition, value in (("main", None), *((f"budget={b:g}", b) for b in BUDGETS)):
+    for condition, value in (("main", None), *((f"budget={b:g}", b) for b in budgets)):
         swept = spec if value is None else spec.with_budget(value)
         outcome = swept.attack(models)(model, batch, targets, 11)
         with torch.no_grad():
@@ -99,20 +99,21 @@ def evaluate(models: dict, target: str) -> tuple[list[dict], dict]:
         "name": "suite",
         "seed": 0,
         "perturbations": [{"name": "clean", "kind": "clean", "family": "none", "description": "clean"}, spec.to_dict()],
-        "sweeps": {"budget": {"perturbation": "auto", "values": list(BUDGETS)}},
+        "sweeps": {"budget": {"perturbation": "auto", "values": list(budgets)}} if budgets else {},
     }
     return records, protocol
 
 
-def verdicts(models: dict, target: str) -> dict[str, str]:
-    records, protocol = evaluate(models, target)
+def verdicts(models: dict, target: str, budgets: tuple[float, ...] = ()) -> dict[str, str]:
+    """The verdict of every check on ``target`` (without a budget sweep unless ``budgets`` are given)."""
+    records, protocol = evaluate(models, target, budgets)
     return {
         c["check"]: c["models"].get(target, {"verdict": "n/a"})["verdict"] for c in sanity_checks(records, protocol)
     }
 
 
 def test_every_check_passes_on_modl_and_the_eot_check_on_smug():
-    found = verdicts({"modl": tiny_modl(0), "other": tiny_modl(1)}, "modl")
+    found = verdicts({"modl": tiny_modl(0), "other": tiny_modl(1)}, "modl", BUDGETS)
     assert found == {check: "pass" for check in CHECKS} | {"eot_converges": "n/a"}
     smug = verdicts({"smug": tiny_smug(0), "other": tiny_modl(1)}, "smug")
     assert smug["eot_converges"] == "pass" and smug["objective_rises"] == "pass"
@@ -140,7 +141,7 @@ def test_a_hard_threshold_fires_the_masking_checks():
 
 def test_a_detector_fires_the_budget_check():
     modl = tiny_modl(0)
-    found = verdicts({"detector": DetectorModel(modl.network, "detector"), "modl": modl}, "detector")
+    found = verdicts({"detector": DetectorModel(modl.network, "detector"), "modl": modl}, "detector", BUDGETS)
     assert found["budget_monotone"] == "warn"
 
 
