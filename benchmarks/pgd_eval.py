@@ -17,10 +17,14 @@ the demo simulator (``smug_plugin.data.demo.make_demo_dataset``), the same slice
 
 ``--paper-size`` runs the papers' size instead (``paper_size.py``: simulated 320 x 320 slices with 15 coils; MoDL and
 SMUG with 8 unrolls, CG to tol 1e-6, DIDN 64 x 3, K = 10); the target is one PGD step <= 1.2 x one forward+backward.
+A forward+backward of MoDL at that size holds more than 17 GB on the CPU (the kernel stopped it there on a 23 GB
+machine), SMUG's about K times the denoiser's share of it: run it where the memory is, or check the preset on a
+smaller matrix (``--paper-size --size 64 64``).
 
     python benchmarks/pgd_eval.py --threads 1
     python benchmarks/pgd_eval.py --device cuda --repeats 5
     python benchmarks/pgd_eval.py --paper-size --threads 2 --batch-size 1 --repeats 1 --eot 0
+    python benchmarks/pgd_eval.py --paper-size --size 64 64 --models modl,smug --steps 1 --repeats 1 --eot 0
 """
 
 import argparse
