@@ -10,7 +10,9 @@ tolerance, lambda and loss weight, the MSE loss and the device). Nothing of it i
 
 Equal settings: the same seeded inputs (``benchmarks/train_step.py``'s, scaled so |Re|, |Im| of the target <= 1 as the
 published data are), 8 unrolls, DIDN 32 channels x 3 down-up blocks (each code its own DIDN: the published one has
-no reconstruction blocks, so the parameter counts differ), sigma 0.01, K = 10, lambda 1, CG tolerance 1e-6 (ours stops
+no reconstruction blocks, DIRECT's applies one of ``--recon-convs`` convolutions to each down-up block's output, so
+the parameter and convolution counts differ: at DIRECT's default of 9 ours computes about 1.75 x the published
+convolutions, at 1 about as many), sigma 0.01, K = 10, lambda 1, CG tolerance 1e-6 (ours stops
 at ``--cg-iters`` at the latest, the published CG only at the tolerance), MSE + UStab (towards D(target), not
 detached; MoDL: MSE only, as the published ``Recon`` computes no UStab without noise), Adam.
 
@@ -93,6 +95,7 @@ def our_contender(args, model_name: str, inputs: dict, target: torch.Tensor, var
         "lambda_init": args.lambd,
         "denoiser_hidden_channels": args.channels,
         "denoiser_num_dubs": args.blocks,
+        "denoiser_num_convs_recon": args.recon_convs,
         "gradient_checkpointing": variant == "checkpointed",
         "denoiser_compile": variant == "compiled",
     }
@@ -360,7 +363,8 @@ def main() -> None:
         print(line)
     print(
         f"inputs: batch {args.batch}, {args.coils} coils, {args.size[0]} x {args.size[1]}, 4x mask; {args.steps} "
-        f"unrolls; DIDN {args.channels} channels x {args.blocks} down-up blocks; SMUG sigma {args.sigma}, "
+        f"unrolls; DIDN {args.channels} channels x {args.blocks} down-up blocks (ours: {args.recon_convs} "
+        f"reconstruction-block convolutions); SMUG sigma {args.sigma}, "
         f"K = {args.samples}; lambda {args.lambd}; CG tol {args.cg_tol} (ours: at most {args.cg_iters} iterations); "
         f"MSE + UStab (MoDL: MSE), Adam; {args.warmup} warm-up + median of {args.repeats} steps, order alternating"
     )
@@ -395,6 +399,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=8, help="unrolls")
     parser.add_argument("--channels", type=int, default=32, help="DIDN channels")
     parser.add_argument("--blocks", type=int, default=3, help="DIDN down-up blocks")
+    parser.add_argument(
+        "--recon-convs",
+        type=int,
+        default=9,
+        help="our DIDN's reconstruction-block convolutions (DIRECT's default 9; 1 comes closest to the published DIDN)",
+    )
     parser.add_argument("--sigma", type=float, default=0.01)
     parser.add_argument("--samples", type=int, default=10, help="K")
     parser.add_argument("--lambd", type=float, default=1.0, help="DC weight lambda")

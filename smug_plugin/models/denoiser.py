@@ -70,16 +70,22 @@ class PointwiseConv2d(nn.Conv2d):
         return F.linear(image.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias).permute(0, 3, 1, 2)
 
 
-def _use_torch_convolutions(module: nn.Module) -> None:
+def _use_torch_convolutions(module: nn.Module, pointwise_as_product: bool = True) -> None:
     """Replaces every unmodulated ``ModConv2d`` below ``module`` by the torch convolution it equals, holding the same
-    parameters (names, shapes, tensors; the optimiser's order as well)."""
+    parameters (names, shapes, tensors; the optimiser's order as well); 1 x 1 convolutions become
+    :class:`PointwiseConv2d` unless ``pointwise_as_product`` is off (``benchmarks/denoiser_variants.py`` times each)."""
     for name, child in module.named_children():
         if not isinstance(child, ModConv2d):
-            _use_torch_convolutions(child)
+            _use_torch_convolutions(child, pointwise_as_product)
             continue
         if child.modulation != ModConvType.NONE or not isinstance(child.bias, nn.Parameter):
             continue
-        pointwise = child.kernel_size == (1, 1) and child.stride in (1, (1, 1)) and child.padding in (0, (0, 0))
+        pointwise = (
+            pointwise_as_product
+            and child.kernel_size == (1, 1)
+            and child.stride in (1, (1, 1))
+            and child.padding in (0, (0, 0))
+        )
         layer = (PointwiseConv2d if pointwise else nn.Conv2d)(
             child.in_channels,
             child.out_channels,
