@@ -2,10 +2,11 @@
 
 The variants, each holding the same DIRECT parameters (loaded from one state dict; their outputs are checked to
 agree): DIRECT's DIDN as DIRECT builds it (``ModConv2d``: ``nn.Conv2d`` plus a separate bias add); torch's
-convolutions with the bias fused; that in the channels-last memory layout; plus the 1 x 1 convolutions as matrix
-products (what ``build_denoiser`` ships); plus ``torch.compile`` (the ``denoiser_compile`` option, its compiling call a
-warm-up). The step is what a SMUG training step asks of the denoiser: forward and backward on K draws of one slice,
-differentiating through the input as the unrolls do. Rounds alternate the order; medians over ``--repeats``.
+convolutions with the bias fused; that in the channels-last memory layout (what ``build_denoiser`` ships); plus the
+1 x 1 convolutions as matrix products (measured, not shipped: it did not win); the shipped one with
+``torch.compile`` (the ``denoiser_compile`` option, its compiling call a warm-up). The step is what a SMUG training
+step asks of the denoiser: forward and backward on K draws of one slice, differentiating through the input as the
+unrolls do. Rounds alternate the order; medians over ``--repeats``.
 
     python benchmarks/denoiser_variants.py --threads 1 2
     python benchmarks/denoiser_variants.py --channels 64 --size 320 320 --draws 10 --repeats 3   # the papers' DIDN
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from direct.nn.didn.didn import DIDN as DirectDIDN
 from torch import nn
 
@@ -26,6 +28,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_step import machine_description  # noqa: E402
 
 from smug_plugin.models.denoiser import _use_torch_convolutions, build_denoiser  # noqa: E402
+
+
+class PointwiseConv2d(nn.Conv2d):
+    """A 1 x 1 convolution (stride 1, no padding) computed as the matrix product over channels it is."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        # On channels-last images the permuted view is contiguous: one product with the bias fused in.
+        return F.linear(image.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias).permute(0, 3, 1, 2)
+
+
+def pointwise_as_products(module: nn.Module) -> nn.Module:
+    """``module`` with its 1 x 1 ``nn.Conv2d`` layers computing as :class:`PointwiseConv2d` (same parameters)."""
+    for child in module.modules():
+        if type(child) is nn.Conv2d and child.kernel_size == (1, 1) and child.stride == (1, 1):
+            child.__class__ = PointwiseConv2d
+    return module
 
 
 def variants(args: argparse.Namespace) -> dict[str, nn.Module]:
@@ -39,19 +57,19 @@ def variants(args: argparse.Namespace) -> dict[str, nn.Module]:
         return didn
 
     fused = direct_didn()
-    _use_torch_convolutions(fused, pointwise_as_product=False)
-    fused_channels_last = direct_didn()
-    _use_torch_convolutions(fused_channels_last, pointwise_as_product=False)
+    _use_torch_convolutions(fused)
+    products = build_denoiser(args.channels, args.blocks)
+    products.load_state_dict(state)
     built = {
         "DIRECT's DIDN": direct_didn(),
         "bias fused": fused,
-        "+ channels-last": fused_channels_last.to(memory_format=torch.channels_last),
-        "+ 1x1 as products (shipped)": shipped,
+        "+ channels-last (shipped)": shipped,
+        "+ 1x1 as products": pointwise_as_products(products),
     }
     if args.compiled:
         compiled = build_denoiser(args.channels, args.blocks, compiled=True)
         compiled.load_state_dict(state)
-        built["+ torch.compile"] = compiled
+        built["shipped + torch.compile"] = compiled
     return built
 
 

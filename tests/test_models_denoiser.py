@@ -5,10 +5,12 @@ import copy
 
 import torch
 from direct.data.transforms import fft2, ifft2
+from direct.nn.conv.modulated import ModConv2d
 from direct.nn.didn.didn import DIDN as DirectDIDN
+from torch import nn
 
 from smug_plugin.models.config import DIDNConfig, MoDLConfig
-from smug_plugin.models.denoiser import PointwiseConv2d, apply_denoiser, build_denoiser
+from smug_plugin.models.denoiser import apply_denoiser, build_denoiser
 from smug_plugin.models.didn import DIDN
 from smug_plugin.models.modl import MoDL
 
@@ -25,7 +27,13 @@ def test_parameters_are_directs_names_shapes_and_order():
         (k, v.shape) for k, v in direct.state_dict().items()
     ]
     assert [name for name, _ in ours.named_parameters()] == [name for name, _ in direct.named_parameters()]
-    assert sum(isinstance(m, PointwiseConv2d) for m in ours.modules()) == 4 * CONFIG["num_dubs"] + 2
+    assert not any(isinstance(m, ModConv2d) for m in ours.modules())  # the bias is fused into torch's convolution
+    convolutions = [m for m in ours.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convolutions) == sum(isinstance(m, ModConv2d) for m in direct.modules())
+    assert all(c.bias is not None for c in convolutions)
+    assert all(
+        c.weight.is_contiguous(memory_format=torch.channels_last) for c in convolutions if c.kernel_size != (1, 1)
+    )
 
 
 def test_outputs_and_gradients_are_directs_with_its_weights_and_checkpoints_load_both_ways():

@@ -1,16 +1,16 @@
 """The denoiser shared by every unroll: DIRECT's DIDN, and loading it from a pre-training checkpoint.
 
 DIRECT's DIDN runs with torch's own convolutions in place of DIRECT's ``ModConv2d`` (which, without modulation, is
-``nn.Conv2d`` with the bias added as a separate operator) and in the channels-last memory layout, with its 1 x 1
-convolutions as the matrix products they are (torch sends them to its slow convolution path on CPU): about 10 % less
-time per training step of the denoiser on CPU (``benchmarks/vs_published.py``). The parameters are DIRECT's own
-tensors under DIRECT's names and shapes, so checkpoints load both ways; only the rounding of the sums differs.
+``nn.Conv2d`` with the bias added as a separate operator) and in the channels-last memory layout: 6-13 % less time
+per forward + backward of the denoiser on 2 CPU cores, nearly all of it from the layout
+(``benchmarks/denoiser_variants.py``; computing the 1 x 1 convolutions as matrix products was measured too and did
+not win, so it is not used). The parameters are DIRECT's own tensors under DIRECT's names and shapes, so checkpoints
+load both ways; only the rounding of the sums differs.
 """
 
 import pathlib
 
 import torch
-import torch.nn.functional as F
 from direct.nn.conv.modulated import ModConv2d, ModConvType
 from direct.nn.didn.didn import DIDN as DirectDIDN
 from torch import nn
@@ -62,31 +62,16 @@ def build_denoiser(
     return didn
 
 
-class PointwiseConv2d(nn.Conv2d):
-    """A 1 x 1 convolution (stride 1, no padding) computed as the matrix product over channels it is."""
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        # On channels-last images the permuted view is contiguous: one product with the bias fused in.
-        return F.linear(image.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias).permute(0, 3, 1, 2)
-
-
-def _use_torch_convolutions(module: nn.Module, pointwise_as_product: bool = True) -> None:
-    """Replaces every unmodulated ``ModConv2d`` below ``module`` by the torch convolution it equals, holding the same
-    parameters (names, shapes, tensors; the optimiser's order as well); 1 x 1 convolutions become
-    :class:`PointwiseConv2d` unless ``pointwise_as_product`` is off (``benchmarks/denoiser_variants.py`` times each)."""
+def _use_torch_convolutions(module: nn.Module) -> None:
+    """Replaces every unmodulated ``ModConv2d`` below ``module`` by the ``nn.Conv2d`` it equals, holding the same
+    parameters (names, shapes, tensors; the optimiser's order as well)."""
     for name, child in module.named_children():
         if not isinstance(child, ModConv2d):
-            _use_torch_convolutions(child, pointwise_as_product)
+            _use_torch_convolutions(child)
             continue
         if child.modulation != ModConvType.NONE or not isinstance(child.bias, nn.Parameter):
             continue
-        pointwise = (
-            pointwise_as_product
-            and child.kernel_size == (1, 1)
-            and child.stride in (1, (1, 1))
-            and child.padding in (0, (0, 0))
-        )
-        layer = (PointwiseConv2d if pointwise else nn.Conv2d)(
+        layer = nn.Conv2d(
             child.in_channels,
             child.out_channels,
             child.kernel_size,
