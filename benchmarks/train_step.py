@@ -16,9 +16,12 @@ convolutions (the same shapes, recorded from the DIDN) run alone as plain torch 
 the fraction of the machine's convolution throughput the denoiser achieves (what the rest of it, activations,
 pixel shuffles, concatenations and memory traffic, costs).
 
-Memory at the papers' size: one MoDL training step grew the resident set by 13.4 GB without checkpointing and
-10.4 GB with it (one unroll of DIDN 64 x 3 on a 320 x 320 slice, 2 CPU cores, 23 GB machine); SMUG holds its K draws
-of an unroll at once, about K times the denoiser's share. A worker the kernel kills for memory is reported as failed.
+Memory at the papers' size: one MoDL training step grew the resident set by 13.4 GB without checkpointing (2 CPU
+cores, 23 GB machine). Without checkpointing SMUG holds the activations of its K draws at every unroll, about K times
+the denoiser's share; with checkpointing it recomputes the denoiser one draw at a time (SMUG K=10 +ckpt at the
+papers' networks on 128 x 128: 407 MiB against 2445 MiB when the K draws were recomputed at once, MoDL +ckpt 288 MiB).
+``--memory-limit-gb`` caps each worker's address space, so that a model that needs more is reported as
+"needs more than" instead of waking the kernel's OOM killer; a worker killed otherwise is reported as failed.
 
     python benchmarks/train_step.py                      # CPU defaults: a few minutes on 2 cores
     python benchmarks/train_step.py --paper-size         # about two minutes per SMUG step on 2 CPU cores
