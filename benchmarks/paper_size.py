@@ -4,6 +4,7 @@ iterations to tol 1e-6, DIDN 64 channels x 3 down-up blocks with 9 reconstructio
 
 import argparse
 import dataclasses
+import resource
 
 from smug_plugin.models.config import SMUGConfig
 
@@ -39,3 +40,31 @@ def parse_with_preset(parser: argparse.ArgumentParser, preset: dict) -> argparse
         parser.set_defaults(**preset)
         args = parser.parse_args()
     return args
+
+
+# How torch and Python report an allocation refused by the address-space limit.
+_OUT_OF_MEMORY = ("can't allocate memory", "MemoryError", "bad_alloc", "Cannot allocate memory")
+
+
+def add_memory_limit_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--memory-limit-gb",
+        type=float,
+        default=None,
+        help="cap each measurement's address space (RLIMIT_AS, about 3 GB of it taken by the libraries): a run that "
+        "needs more fails with a 'needs more than' row instead of waking the kernel's OOM killer on a shared machine",
+    )
+
+
+def limit_address_space(gigabytes: float | None) -> None:
+    """Caps this process's address space (and its children's) at ``gigabytes``; ``None`` leaves it."""
+    if gigabytes is not None:
+        limit = int(gigabytes * 1024**3)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def memory_failure(message: str, gigabytes: float | None) -> str | None:
+    """The row text of a measurement that ``message`` says ran out of the capped address space, else ``None``."""
+    if gigabytes is None or not any(marker in message for marker in _OUT_OF_MEMORY):
+        return None
+    return f"needs more than {gigabytes:g} GB (address-space limit)"

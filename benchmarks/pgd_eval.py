@@ -38,7 +38,15 @@ import tempfile
 import time
 
 import torch
-from paper_size import COILS, IMAGE_SIZE, paper_model, parse_with_preset
+from paper_size import (
+    COILS,
+    IMAGE_SIZE,
+    add_memory_limit_option,
+    limit_address_space,
+    memory_failure,
+    paper_model,
+    parse_with_preset,
+)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -90,7 +98,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--size", type=int, nargs=2, default=(96, 80), metavar=("H", "W"), help="simulated matrix")
     parser.add_argument("--coils", type=int, default=8, help="simulated coils")
+    add_memory_limit_option(parser)
     args = parse_with_preset(parser, {"size": IMAGE_SIZE, "coils": COILS})
+    limit_address_space(args.memory_limit_gb)
     network = paper_model() if args.paper_size else {}
     torch.set_num_threads(args.threads)
     logging.disable(logging.WARNING)  # DIRECT logs every config (and a notice) once per model
@@ -119,6 +129,8 @@ def main() -> None:
         f"PGD: l_inf, budget {args.budget} (absolute), {args.steps} steps, step eps/3, random start, keep best; "
         f"APGD: the same budget and steps; 1 warm-up + median of {args.repeats} (EOT, ensemble: {args.eot_repeats})"
     )
+    if args.memory_limit_gb is not None:
+        print(f"address space capped at {args.memory_limit_gb:g} GB (RLIMIT_AS)")
     restarts = 2
     ensemble = PerturbationSpec.from_entry(
         {
@@ -137,7 +149,7 @@ def main() -> None:
     ensemble_steps = args.steps + args.steps * restarts
     ensemble_forwards = args.queries + 1 + restarts + len(ensemble.members)
 
-    rows = []
+    rows, failures = [], []
     with tempfile.TemporaryDirectory() as tmp:
         root = pathlib.Path(tmp)
         make_demo_dataset(
@@ -151,74 +163,84 @@ def main() -> None:
         )
         data = root / "data" / "test"
         for name in names:
-            if name == "varnet":
-                cfg = demo_config(
-                    name,
-                    root,
-                    num_layers=args.varnet_layers,
-                    regularizer_num_filters=args.varnet_filters,
-                    regularizer_num_pull_layers=args.varnet_pull_layers,
-                )
-                label = f"VarNet (DIRECT, {args.varnet_layers} cascades, {args.varnet_filters} filters)"
-            else:
-                cfg = demo_config(name, root, **network)
-                label = {"modl": "MoDL", "smug": "SMUG"}[name]
-            ckpt = save_fresh_checkpoint(cfg, root / name)
-            reconstructor = load_reconstructor(ModelSpec(name, cfg, ckpt), args.device, root / name / "logs")
-            if name == "smug":
-                label += f" (K={reconstructor.cfg.model.num_samples}, sigma={reconstructor.cfg.model.sigma})"
-            params = reconstructor.describe()["parameters"]
-            dataset = build_dataset(reconstructor, data, None, None)
-            _, indices = next(iterate_batches(reconstructor, dataset, args.batch_size, None))
-            batch = load_batch(dataset, indices, args.device)
-            target = batch["target"]
-            model = ConfiguredModel(reconstructor)
-            n = len(indices)
+            try:
+                if name == "varnet":
+                    cfg = demo_config(
+                        name,
+                        root,
+                        num_layers=args.varnet_layers,
+                        regularizer_num_filters=args.varnet_filters,
+                        regularizer_num_pull_layers=args.varnet_pull_layers,
+                    )
+                    label = f"VarNet (DIRECT, {args.varnet_layers} cascades, {args.varnet_filters} filters)"
+                else:
+                    cfg = demo_config(name, root, **network)
+                    label = {"modl": "MoDL", "smug": "SMUG"}[name]
+                ckpt = save_fresh_checkpoint(cfg, root / name)
+                reconstructor = load_reconstructor(ModelSpec(name, cfg, ckpt), args.device, root / name / "logs")
+                if name == "smug":
+                    label += f" (K={reconstructor.cfg.model.num_samples}, sigma={reconstructor.cfg.model.sigma})"
+                params = reconstructor.describe()["parameters"]
+                dataset = build_dataset(reconstructor, data, None, None)
+                _, indices = next(iterate_batches(reconstructor, dataset, args.batch_size, None))
+                batch = load_batch(dataset, indices, args.device)
+                target = batch["target"]
+                model = ConfiguredModel(reconstructor)
+                n = len(indices)
 
-            def objective(delta, draw, model=model, batch=batch, target=target):
-                return reconstruction_error(model.reconstruct(batch, delta, noise_seed=1 + draw), target)
+                def objective(delta, draw, model=model, batch=batch, target=target):
+                    return reconstruction_error(model.reconstruct(batch, delta, noise_seed=1 + draw), target)
 
-            # One forward+backward pass to the input (as in an attack step, no parameter gradients): the unit of cost.
-            def fwd_bwd(objective=objective, batch=batch):
-                delta = torch.zeros_like(batch["masked_kspace"], requires_grad=True)
-                with torch.enable_grad():
-                    torch.autograd.grad(objective(delta, 0).sum(), delta)
+                # One forward+backward pass to the input (as in an attack step, no parameter gradients): the unit
+                # of cost.
+                def fwd_bwd(objective=objective, batch=batch):
+                    delta = torch.zeros_like(batch["masked_kspace"], requires_grad=True)
+                    with torch.enable_grad():
+                        torch.autograd.grad(objective(delta, 0).sum(), delta)
 
-            def attack(eot, model=model, batch=batch, target=target, kind=PGD):
-                kind(budget=Budget(args.budget), steps=args.steps, eot_samples=eot)(model, batch, Targets(target), 0)
+                def attack(eot, model=model, batch=batch, target=target, kind=PGD):
+                    pgd = kind(budget=Budget(args.budget), steps=args.steps, eot_samples=eot)
+                    pgd(model, batch, Targets(target), 0)
 
-            def attack_ensemble(model=model, batch=batch, target=target):
-                ensemble.attack({})(model, batch, Targets(target), 0)
+                def attack_ensemble(model=model, batch=batch, target=target):
+                    ensemble.attack({})(model, batch, Targets(target), 0)
 
-            def fwd(objective=objective, batch=batch):
-                with torch.no_grad():
-                    objective(torch.zeros_like(batch["masked_kspace"]), 0)
+                def fwd(objective=objective, batch=batch):
+                    with torch.no_grad():
+                        objective(torch.zeros_like(batch["masked_kspace"]), 0)
 
-            fwd_bwd()  # warm-up
-            t_fb = timed(fwd_bwd, args.repeats, args.device)
-            t_f = timed(fwd, args.repeats, args.device)
-            t_pgd = timed(lambda: attack(1), args.repeats, args.device)
-            image = "x".join(str(s) for s in target.shape[-2:])
-            coils = batch["masked_kspace"].shape[1]
-            per_step = t_pgd / args.steps / t_fb
-            rows.append((label, params, f"{n}x{coils}x{image}", t_f, t_fb, t_pgd, n, f"{per_step:.2f}"))
-            print(f"  done: {label}", flush=True)
-            if name == "smug" and args.eot > 1:
-                t_eot = timed(lambda: attack(args.eot), args.eot_repeats, args.device)
-                per_step = t_eot / args.steps / t_fb
-                ratio = f"{per_step:.2f} ({per_step / args.eot:.2f}/draw)"
-                rows.append((f"  + EOT {args.eot} draws/step", params, "", t_f, t_fb, t_eot, n, ratio))
-                print(f"  done: {label}, EOT {args.eot}", flush=True)
-            t_apgd = timed(lambda: attack(1, kind=APGD), args.repeats, args.device)
-            rows.append(("  APGD", params, "", t_f, t_fb, t_apgd, n, f"{t_apgd / args.steps / t_fb:.2f}"))
-            print(f"  done: {label}, APGD", flush=True)
-            if not args.no_ensemble:
-                t_ens = timed(attack_ensemble, args.eot_repeats, args.device)
-                passes = ensemble_steps + ensemble_forwards * t_f / t_fb
-                rows.append(
-                    ("  ensemble (auto, no transfer)", params, "", t_f, t_fb, t_ens, n, f"{t_ens / passes:.2f}")
-                )
-                print(f"  done: {label}, ensemble", flush=True)
+                fwd_bwd()  # warm-up
+                t_fb = timed(fwd_bwd, args.repeats, args.device)
+                t_f = timed(fwd, args.repeats, args.device)
+                t_pgd = timed(lambda: attack(1), args.repeats, args.device)
+                image = "x".join(str(s) for s in target.shape[-2:])
+                coils = batch["masked_kspace"].shape[1]
+                per_step = t_pgd / args.steps / t_fb
+                rows.append((label, params, f"{n}x{coils}x{image}", t_f, t_fb, t_pgd, n, f"{per_step:.2f}"))
+                print(f"  done: {label}", flush=True)
+                if name == "smug" and args.eot > 1:
+                    t_eot = timed(lambda: attack(args.eot), args.eot_repeats, args.device)
+                    per_step = t_eot / args.steps / t_fb
+                    ratio = f"{per_step:.2f} ({per_step / args.eot:.2f}/draw)"
+                    rows.append((f"  + EOT {args.eot} draws/step", params, "", t_f, t_fb, t_eot, n, ratio))
+                    print(f"  done: {label}, EOT {args.eot}", flush=True)
+                t_apgd = timed(lambda: attack(1, kind=APGD), args.repeats, args.device)
+                rows.append(("  APGD", params, "", t_f, t_fb, t_apgd, n, f"{t_apgd / args.steps / t_fb:.2f}"))
+                print(f"  done: {label}, APGD", flush=True)
+                if not args.no_ensemble:
+                    t_ens = timed(attack_ensemble, args.eot_repeats, args.device)
+                    passes = ensemble_steps + ensemble_forwards * t_f / t_fb
+                    rows.append(
+                        ("  ensemble (auto, no transfer)", params, "", t_f, t_fb, t_ens, n, f"{t_ens / passes:.2f}")
+                    )
+                    print(f"  done: {label}, ensemble", flush=True)
+
+            except (RuntimeError, MemoryError) as error:  # an allocation refused by --memory-limit-gb
+                failure = memory_failure(f"{type(error).__name__}: {error}", args.memory_limit_gb)
+                if failure is None:
+                    raise
+                failures.append(f"{name}: {failure}")
+                print(f"  failed: {name}, {failure}", flush=True)
 
     print()
     print("fwd = no-grad forward, fwd+bwd = forward and backward to the input (SMUG: one forward holds all K draws).")
@@ -237,6 +259,8 @@ def main() -> None:
             f"{label:<46} {params:>8,} {shape:>12} {t_f:>7.3f} {t_fb:>11.3f} {t_attack:>13.2f} "
             f"{60 * n / t_attack:>10.1f} {ratio:>14}"
         )
+    for failure in failures:
+        print(f"{failure}")
     print(f"\nload average at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

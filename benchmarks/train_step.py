@@ -16,9 +16,12 @@ convolutions (the same shapes, recorded from the DIDN) run alone as plain torch 
 the fraction of the machine's convolution throughput the denoiser achieves (what the rest of it, activations,
 pixel shuffles, concatenations and memory traffic, costs).
 
-Memory at the papers' size: one MoDL training step grew the resident set by 13.4 GB without checkpointing and
-10.4 GB with it (one unroll of DIDN 64 x 3 on a 320 x 320 slice, 2 CPU cores, 23 GB machine); SMUG holds its K draws
-of an unroll at once, about K times the denoiser's share. A worker the kernel kills for memory is reported as failed.
+Memory at the papers' size: one MoDL training step grew the resident set by 13.4 GB without checkpointing (2 CPU
+cores, 23 GB machine). Without checkpointing SMUG holds the activations of its K draws at every unroll, about K times
+the denoiser's share; with checkpointing it recomputes the denoiser one draw at a time (SMUG K=10 +ckpt at the
+papers' networks on 128 x 128: 407 MiB against 2445 MiB when the K draws were recomputed at once, MoDL +ckpt 288 MiB).
+``--memory-limit-gb`` caps each worker's address space, so that a model that needs more is reported as
+"needs more than" instead of waking the kernel's OOM killer; a worker killed otherwise is reported as failed.
 
     python benchmarks/train_step.py                      # CPU defaults: a few minutes on 2 cores
     python benchmarks/train_step.py --paper-size         # about two minutes per SMUG step on 2 CPU cores
@@ -36,7 +39,15 @@ import subprocess
 import sys
 import time
 
-from paper_size import COILS, IMAGE_SIZE, paper_model, parse_with_preset
+from paper_size import (
+    COILS,
+    IMAGE_SIZE,
+    add_memory_limit_option,
+    limit_address_space,
+    memory_failure,
+    paper_model,
+    parse_with_preset,
+)
 
 SMUG_SAMPLES = (1, 4, 10)
 CONV_WORKER = "denoiser convolutions"
@@ -124,6 +135,7 @@ def worker(args: argparse.Namespace) -> None:
 
     import torch
 
+    limit_address_space(args.memory_limit_gb)
     torch.set_num_threads(args.threads)
     if args.worker.startswith(f"{CONV_WORKER}:"):
         print(json.dumps(convolution_throughput(args, int(args.worker.split(":")[1]))))
@@ -258,7 +270,7 @@ def print_convolution_throughput(args: argparse.Namespace, forwarded: list[str])
     print(header)
     print("-" * len(header))
     for n in draws:
-        result = run_worker(forwarded, f"{CONV_WORKER}:{n}")
+        result = run_worker(forwarded, f"{CONV_WORKER}:{n}", args.memory_limit_gb)
         if "error" in result:
             print(f"{n:>5} failed: {result['error']}")
             continue
@@ -270,14 +282,15 @@ def print_convolution_throughput(args: argparse.Namespace, forwarded: list[str])
         )
 
 
-def run_worker(forwarded: list[str], worker: str) -> dict:
+def run_worker(forwarded: list[str], worker: str, memory_limit_gb: float | None) -> dict:
     """One measurement in a fresh subprocess (its own peak memory); its JSON line, or the error."""
     result = subprocess.run(
         [sys.executable, __file__, *forwarded, "--worker", worker], capture_output=True, text=True, check=False
     )
     if result.returncode != 0:
         last = result.stderr.strip().splitlines()[-1:] or ["no message: killed, e.g. out of memory?"]
-        return {"error": f"exit status {result.returncode}, {last[0]}"}
+        failure = memory_failure(result.stderr, memory_limit_gb)
+        return {"error": failure or f"exit status {result.returncode}, {last[0]}"}
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -317,6 +330,8 @@ def main() -> None:
         f"L2 loss, Adam; {args.warmup} warm-up + median of {args.repeats} steps; device {args.device}"
     )
     print(f"peak memory: {memory}")
+    if args.memory_limit_gb is not None:
+        print(f"address space of each measurement capped at {args.memory_limit_gb:g} GB (RLIMIT_AS)")
     print("+ckpt: gradient checkpointing (each unroll recomputed in the backward pass); peak / MoDL: to MoDL without")
     print("checkpointing (the target of SMUG K=10 +ckpt: <= 1.5); time / (K x MoDL): to MoDL with the same setting")
     print("(the target: <= 1, the K draws of one batched forward amortise)")
@@ -329,7 +344,7 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for label in model_specs(args):
-        results[label] = r = run_worker(forwarded, label)
+        results[label] = r = run_worker(forwarded, label, args.memory_limit_gb)
         if "error" in r:
             print(f"{label:<24} failed: {r['error']}")
             continue
@@ -378,6 +393,7 @@ def parse_args() -> argparse.Namespace:
         default="",
         help="measure the denoiser's convolutions on batch x each of these draw counts (--paper-size: 1,K)",
     )
+    add_memory_limit_option(parser)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     paper = paper_model()
     preset = {

@@ -111,8 +111,9 @@ def test_reused_noise_differs_from_fresh_noise(inputs):
     assert not torch.equal(fresh(*inputs), reused(*inputs))
 
 
-def test_gradient_checkpointing_gives_the_same_gradients(inputs):
-    plain, checkpointed = make(SMUG), make(SMUG, gradient_checkpointing=True)
+@pytest.mark.parametrize("cls", FAMILY)
+def test_gradient_checkpointing_gives_the_same_gradients(cls, inputs):
+    plain, checkpointed = make(cls), make(cls, gradient_checkpointing=True)
     grads = []
     for model in (plain, checkpointed):
         model.train()
@@ -120,6 +121,17 @@ def test_gradient_checkpointing_gives_the_same_gradients(inputs):
         model(*inputs).square().sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [SMUG, SMUGv0, WeightedSMUG, RSE2E])
+def test_gradient_checkpointing_runs_the_denoiser_one_draw_at_a_time(cls, inputs):
+    model = make(cls, gradient_checkpointing=True).train()
+    batches = []
+    model.denoiser.register_forward_hook(lambda module, args, output: batches.append(args[0].shape[0]))
+    model(*inputs).square().sum().backward()
+    slices = inputs[0].shape[0]
+    # Per unroll: K calls of one draw in the forward pass, and K recomputations of one draw in the backward pass.
+    assert batches == [slices] * (2 * 3 * TINY["num_steps"])
 
 
 def test_details_hold_every_unroll_with_k_draws(inputs):

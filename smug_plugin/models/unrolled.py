@@ -183,7 +183,8 @@ class SmoothedUnrolledNetwork(nn.Module):
             weights initialise this model's denoiser when training starts (:meth:`load_pretrained_denoiser`,
             called by the engine); building the model does not read it, so a trained model runs without it.
         gradient_checkpointing : bool
-            Recompute each unroll in the backward pass instead of storing its activations (training only).
+            Recompute each unroll in the backward pass instead of storing its activations (training only); the
+            recomputed unroll holds the denoiser activations of one noise draw at a time, not of all K.
         intensity_scale : IntensityScale
             ``direct`` (default): run on the k-space as given, sigma in DIRECT's normalised units. ``paper``: run on
             ``y / s`` per slice and return ``s`` times the result, s = max(|Re|, |Im|) of A^H y, so that sigma
@@ -363,12 +364,14 @@ class SmoothedUnrolledNetwork(nn.Module):
         if self.reuse_noise and self.is_randomized and self.smoothing != Smoothing.INPUT:
             fixed_noise = self._noise((draws, *adjoint.shape), generator, adjoint)
 
+        checkpointed = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for _ in range(self.num_steps):
             noise = fixed_noise
             if noise is None and self.is_randomized and self.smoothing != Smoothing.INPUT:
                 noise = self._noise((draws, *x.shape), generator, x)
-            operands = (x, dc_adjoint, operator, noise, rhs_offset)
-            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            # A checkpointed unroll also checkpoints the denoiser draw by draw (see _denoise_draws).
+            operands = (x, dc_adjoint, operator, noise, rhs_offset, draws if checkpointed else 1)
+            if checkpointed:
                 x_next, denoised = torch.utils.checkpoint.checkpoint(self._unroll, *operands, use_reentrant=False)
             else:
                 x_next, denoised = self._unroll(*operands)
@@ -385,14 +388,14 @@ class SmoothedUnrolledNetwork(nn.Module):
         x = from_unit_scale(x, scale)
         return (x, details) if return_details else x
 
-    def _unroll(self, x, dc_adjoint, operator, noise, rhs_offset):
+    def _unroll(self, x, dc_adjoint, operator, noise, rhs_offset, denoiser_chunks=1):
         """One unroll; returns the next iterate and the denoiser outputs ``(K, N, H, W, 2)``."""
         if noise is None:
-            denoised = self.denoise(x).unsqueeze(0)
+            denoised = self._denoise_draws(x, denoiser_chunks).unsqueeze(0)
             return self._data_consistency(denoised[0], dc_adjoint, operator, rhs_offset), denoised
         draws = noise.shape[0]
         noisy = self._noisy(x.unsqueeze(0), noise).flatten(0, 1)
-        denoised = self.denoise(noisy).unflatten(0, (draws, -1))
+        denoised = self._denoise_draws(noisy, denoiser_chunks).unflatten(0, (draws, -1))
         if self.smoothing == Smoothing.STEP:
             solved = self._data_consistency(
                 denoised.flatten(0, 1), repeat_batch(dc_adjoint, draws), operator.repeat(draws), None
@@ -409,6 +412,21 @@ class SmoothedUnrolledNetwork(nn.Module):
     def denoise(self, image: torch.Tensor) -> torch.Tensor:
         """Applies the denoiser to complex images ``(B, H, W, 2)``."""
         return apply_denoiser(self.denoiser, image)
+
+    def _denoise_draws(self, images: torch.Tensor, chunks: int) -> torch.Tensor:
+        """The denoiser on the K draws of a batch, ``(K * N, H, W, 2)``, in one call (``chunks`` 1), or, inside a
+        checkpointed unroll (``chunks`` K), each draw's call checkpointed on its own: the unroll's recomputation in
+        the backward pass then stores the inputs of the K calls, and each call's activations are recomputed and
+        freed one draw at a time, instead of all K draws' at once (K times the denoiser's memory). The denoiser
+        treats the images of a batch independently, so the outputs are those of the one call."""
+        if chunks == 1:
+            return self.denoise(images)
+        return torch.cat(
+            [
+                torch.utils.checkpoint.checkpoint(self.denoise, draw, use_reentrant=False)
+                for draw in images.chunk(chunks)
+            ]
+        )
 
     def _data_consistency(self, z, dc_adjoint, operator, rhs_offset):
         # DIRECT's CG solves (A^H A + lambda I) x = A^H y + lambda z' from x = z'. RS-E2E's right-hand side
