@@ -1,12 +1,12 @@
 """Each denoiser change of ``smug_plugin.models.denoiser`` measured on its own: DIDN forward + backward.
 
 The variants, each holding the same DIRECT parameters (loaded from one state dict; their outputs are checked to
-agree): DIRECT's DIDN as DIRECT builds it (``ModConv2d``: ``nn.Conv2d`` plus a separate bias add); torch's
-convolutions with the bias fused; that in the channels-last memory layout (what ``build_denoiser`` ships); plus the
-1 x 1 convolutions as matrix products (measured, not shipped: it did not win); the shipped one with
-``torch.compile`` (the ``denoiser_compile`` option, its compiling call a warm-up). The step is what a SMUG training
-step asks of the denoiser: forward and backward on K draws of one slice, differentiating through the input as the
-unrolls do. Rounds alternate the order; medians over ``--repeats``.
+agree): DIRECT's DIDN as DIRECT builds it (``ModConv2d``: ``nn.Conv2d`` plus a separate bias add), alone and in the
+channels-last memory layout; torch's convolutions with the bias fused; that in the channels-last layout (what
+``build_denoiser`` ships); plus the 1 x 1 convolutions as matrix products (measured, not shipped: it did not win);
+the shipped one with ``torch.compile`` (the ``denoiser_compile`` option, its compiling call a warm-up). The step is
+what a SMUG training step asks of the denoiser: forward and backward on K draws of one slice, differentiating
+through the input as the unrolls do. Rounds alternate the order; medians over ``--repeats``.
 
     python benchmarks/denoiser_variants.py --threads 1 2
     python benchmarks/denoiser_variants.py --channels 64 --size 320 320 --draws 10 --repeats 3   # the papers' DIDN
@@ -62,6 +62,7 @@ def variants(args: argparse.Namespace) -> dict[str, nn.Module]:
     products.load_state_dict(state)
     built = {
         "DIRECT's DIDN": direct_didn(),
+        "channels-last, bias apart": direct_didn().to(memory_format=torch.channels_last),
         "bias fused": fused,
         "+ channels-last (shipped)": shipped,
         "+ 1x1 as products": pointwise_as_products(products),
