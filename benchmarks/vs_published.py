@@ -69,7 +69,7 @@ class Contender:
     """One code's training step of one model."""
 
     model: str  # SMUG or MoDL
-    code: str  # ours, ours checkpointed, published
+    code: str  # ours, ours checkpointed (each unroll / each draw), ours compiled, published
     step: Callable[[], None]
     parameters: int
     counting: Callable[[Counter], contextlib.AbstractContextManager]
@@ -96,7 +96,8 @@ def our_contender(args, model_name: str, inputs: dict, target: torch.Tensor, var
         "denoiser_hidden_channels": args.channels,
         "denoiser_num_dubs": args.blocks,
         "denoiser_num_convs_recon": args.recon_convs,
-        "gradient_checkpointing": variant == "checkpointed",
+        "gradient_checkpointing": variant.startswith("checkpointed"),
+        "checkpoint_each_draw": variant == "checkpointed each draw",
         "denoiser_compile": variant == "compiled",
     }
     torch.manual_seed(0)
@@ -316,7 +317,7 @@ def _status_kib(key: str) -> int:
 
 def report(contenders: list[Contender], args: argparse.Namespace, threads: int, published) -> None:
     header = (
-        f"{'model':<6} {'code':<19} {'params':>9} {'step [s]':>9} {'CPU [s]':>8} {'peak [MiB]':>10} "
+        f"{'model':<6} {'code':<29} {'params':>9} {'step [s]':>9} {'CPU [s]':>8} {'peak [MiB]':>10} "
         f"{'CG it. f/b':>10} {'conv GFLOP':>10} {'GFLOP/s':>8} {'plain':>7} {'limit [s]':>9} {'step/limit':>10}"
     )
     print(f"\n{threads} thread(s)\n{header}\n{'-' * len(header)}")
@@ -334,7 +335,7 @@ def report(contenders: list[Contender], args: argparse.Namespace, threads: int, 
         )
         rows[(contender.model, contender.code)] = (step, memory)
         print(
-            f"{contender.model:<6} {contender.code:<19} {contender.parameters:>9,} {step:>9.3f} "
+            f"{contender.model:<6} {contender.code:<29} {contender.parameters:>9,} {step:>9.3f} "
             f"{statistics.median(contender.cpu_times):>8.3f} {memory:>10.0f} {iterations:>10} {gflop:>10.1f} "
             f"{gflop / in_step:>8.1f} {gflop / plain_seconds:>7.1f} {plain_seconds:>9.3f} "
             f"{step / plain_seconds:>10.2f}",
@@ -381,7 +382,8 @@ def main() -> None:
         torch.set_num_threads(threads)
         contenders = []
         for model_name in ("SMUG", "MoDL"):
-            model_codes = codes + (["ours, checkpointed"] if model_name == "SMUG" else [])
+            checkpointed = ["ours, checkpointed", "ours, checkpointed each draw"]
+            model_codes = codes + (checkpointed if model_name == "SMUG" else [])
             model_codes += ["ours, compiled"] if args.compiled else []
             group = [build(args, model_name, code, inputs, target, published) for code in model_codes]
             time_rounds(group, args)

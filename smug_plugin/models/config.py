@@ -33,6 +33,9 @@ class MoDLConfig(ModelConfig):
     denoiser_compile: bool = False
     denoiser_checkpoint: str | None = None
     gradient_checkpointing: bool = False
+    # With gradient_checkpointing: recompute the denoiser one noise draw at a time (SMUG's memory about MoDL's) instead
+    # of the whole unroll (K times the denoiser's memory, less time on CPU).
+    checkpoint_each_draw: bool = False
     # The units of sigma and of the clamp. direct: DIRECT's normalised k-space (k-space / 99th percentile of
     # |masked k-space|; image maxima of a few units). paper: every slice runs divided by its intensity scale
     # s = max(|Re|, |Im|) of A^H y (the papers' s is that of the fully sampled image, unknown at inference) and the

@@ -139,6 +139,7 @@ class SmoothedUnrolledNetwork(nn.Module):
         denoiser_compile: bool = False,
         denoiser_checkpoint: str | None = None,
         gradient_checkpointing: bool = False,
+        checkpoint_each_draw: bool = False,
         intensity_scale: IntensityScale | str = IntensityScale.DIRECT,
         clamp_noisy_input: bool = False,
     ):
@@ -183,8 +184,11 @@ class SmoothedUnrolledNetwork(nn.Module):
             weights initialise this model's denoiser when training starts (:meth:`load_pretrained_denoiser`,
             called by the engine); building the model does not read it, so a trained model runs without it.
         gradient_checkpointing : bool
-            Recompute each unroll in the backward pass instead of storing its activations (training only); the
-            recomputed unroll holds the denoiser activations of one noise draw at a time, not of all K.
+            Recompute each unroll in the backward pass instead of storing its activations (training only).
+        checkpoint_each_draw : bool
+            With ``gradient_checkpointing``: recompute the denoiser one noise draw at a time instead of the whole
+            unroll, so that SMUG with K draws holds about MoDL's memory rather than K times the denoiser's; its
+            calls then see one draw each, which costs time on CPU (``benchmarks/vs_published.py``).
         intensity_scale : IntensityScale
             ``direct`` (default): run on the k-space as given, sigma in DIRECT's normalised units. ``paper``: run on
             ``y / s`` per slice and return ``s`` times the result, s = max(|Re|, |Im|) of A^H y, so that sigma
@@ -217,6 +221,7 @@ class SmoothedUnrolledNetwork(nn.Module):
         self.reuse_noise = reuse_noise
         self.noise_seed = noise_seed
         self.gradient_checkpointing = gradient_checkpointing
+        self.checkpoint_each_draw = checkpoint_each_draw
         self.denoiser_checkpoint = denoiser_checkpoint
         self.intensity_scale = intensity_scale
         self.clamp_noisy_input = bool(clamp_noisy_input)
@@ -369,12 +374,13 @@ class SmoothedUnrolledNetwork(nn.Module):
             noise = fixed_noise
             if noise is None and self.is_randomized and self.smoothing != Smoothing.INPUT:
                 noise = self._noise((draws, *x.shape), generator, x)
-            # A checkpointed unroll also checkpoints the denoiser draw by draw (see _denoise_draws).
-            operands = (x, dc_adjoint, operator, noise, rhs_offset, draws if checkpointed else 1)
-            if checkpointed:
-                x_next, denoised = torch.utils.checkpoint.checkpoint(self._unroll, *operands, use_reentrant=False)
+            operands = (x, dc_adjoint, operator, noise, rhs_offset, draws)
+            if checkpointed and not self.checkpoint_each_draw:
+                x_next, denoised = torch.utils.checkpoint.checkpoint(
+                    self._unroll, *operands, False, use_reentrant=False
+                )
             else:
-                x_next, denoised = self._unroll(*operands)
+                x_next, denoised = self._unroll(*operands, checkpointed)
             if return_details:
                 details.iterates.append(x)
                 details.denoised.append(denoised)
@@ -388,14 +394,13 @@ class SmoothedUnrolledNetwork(nn.Module):
         x = from_unit_scale(x, scale)
         return (x, details) if return_details else x
 
-    def _unroll(self, x, dc_adjoint, operator, noise, rhs_offset, denoiser_chunks=1):
+    def _unroll(self, x, dc_adjoint, operator, noise, rhs_offset, draws, checkpoint_draws):
         """One unroll; returns the next iterate and the denoiser outputs ``(K, N, H, W, 2)``."""
-        if noise is None:
-            denoised = self._denoise_draws(x, denoiser_chunks).unsqueeze(0)
+        if noise is None:  # MoDL (one draw), or RS-E2E's K draws in the batch since its noisy input
+            denoised = self._denoise_draws(x, draws, checkpoint_draws).unsqueeze(0)
             return self._data_consistency(denoised[0], dc_adjoint, operator, rhs_offset), denoised
-        draws = noise.shape[0]
         noisy = self._noisy(x.unsqueeze(0), noise).flatten(0, 1)
-        denoised = self._denoise_draws(noisy, denoiser_chunks).unflatten(0, (draws, -1))
+        denoised = self._denoise_draws(noisy, draws, checkpoint_draws).unflatten(0, (draws, -1))
         if self.smoothing == Smoothing.STEP:
             solved = self._data_consistency(
                 denoised.flatten(0, 1), repeat_batch(dc_adjoint, draws), operator.repeat(draws), None
@@ -413,19 +418,17 @@ class SmoothedUnrolledNetwork(nn.Module):
         """Applies the denoiser to complex images ``(B, H, W, 2)``."""
         return apply_denoiser(self.denoiser, image)
 
-    def _denoise_draws(self, images: torch.Tensor, chunks: int) -> torch.Tensor:
-        """The denoiser on the K draws of a batch, ``(K * N, H, W, 2)``, in one call (``chunks`` 1), or, inside a
-        checkpointed unroll (``chunks`` K), each draw's call checkpointed on its own: the unroll's recomputation in
-        the backward pass then stores the inputs of the K calls, and each call's activations are recomputed and
-        freed one draw at a time, instead of all K draws' at once (K times the denoiser's memory). The denoiser
-        treats the images of a batch independently, so the outputs are those of the one call."""
-        if chunks == 1:
+    def _denoise_draws(self, images: torch.Tensor, draws: int, checkpointed: bool) -> torch.Tensor:
+        """The denoiser on the K draws of a batch, ``(K * N, H, W, 2)``: in one call, or (``checkpoint_each_draw``)
+        one checkpointed call per draw. Checkpointing the denoiser rather than the whole unroll keeps the DC solve
+        out of the recomputation (its implicit backward stores little), and checkpointing it draw by draw recomputes
+        and frees one draw's activations at a time in the backward pass instead of all K draws' at once (K times
+        the denoiser's memory); the denoiser still runs twice per unroll and step. The denoiser treats the images
+        of a batch independently, so the outputs are those of the one call."""
+        if not checkpointed:
             return self.denoise(images)
         return torch.cat(
-            [
-                torch.utils.checkpoint.checkpoint(self.denoise, draw, use_reentrant=False)
-                for draw in images.chunk(chunks)
-            ]
+            [torch.utils.checkpoint.checkpoint(self.denoise, draw, use_reentrant=False) for draw in images.chunk(draws)]
         )
 
     def _data_consistency(self, z, dc_adjoint, operator, rhs_offset):
