@@ -26,7 +26,6 @@ import tempfile
 import zipfile
 
 import numpy as np
-
 from make_colin27_subset import read_nifti1
 
 DIPY_VERSION = "1.12.1"
