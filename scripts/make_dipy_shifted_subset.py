@@ -91,9 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         coronal=coronal,
         coronal_spacing_mm=np.array([1.0, 1.0], dtype=np.float32),
         source=np.array(f"{wheel_name}:/{EPI_MEMBER}, {wheel_name}:/{CORONAL_MEMBER}"),
-        source_sha256=np.array(
-            f"{hashlib.sha256(epi_bytes).hexdigest()}, {hashlib.sha256(coronal_bytes).hexdigest()}"
-        ),
+        source_sha256=np.array(f"{hashlib.sha256(epi_bytes).hexdigest()}, {hashlib.sha256(coronal_bytes).hexdigest()}"),
         orientation=np.array(
             "epi: axial, rows anterior->posterior, columns patient left->right; coronal: as stored by dipy"
         ),
