@@ -37,6 +37,7 @@ FILTER_MODEL = "MoDL (scratch)"  # picks the adversarially filtered slices; neve
 SMALL_FEATURE_MODELS = ("VarNet", "SMUG")  # one DIRECT-native, one plugin model, and CS
 DEFENDED = ("MoDL", "VarNet")  # one plugin, one DIRECT-native model
 BOUND_MODELS = ("MoDL", "SMUG")
+ID_RUN, OOD_RUN = "shifts_in_distribution", "shifts_dipy"
 # CPU sizes: all 12 validation slices for the CS weight; 1 test slice at stride 16 (30 windows) for small features;
 # 2 test slices for the defense (its adaptive attack costs hundreds of reconstructions per slice).
 CS_TUNE_SLICES = 12
@@ -125,14 +126,16 @@ class Study:
         )
         models = self.models(*self.specs) + ["--model", f"CS={relative(self.cs_yaml)}"]
         records = [
-            self.evaluate("shifts_in_distribution", models, protocol, DATA / "test", batch_size=4),
-            self.evaluate("shifts_dipy", models, protocol, SHIFTED_DATA / "shifted", batch_size=4),
+            self.evaluate(ID_RUN, models, protocol, DATA / "test", batch_size=4),
+            self.evaluate(OOD_RUN, models, protocol, SHIFTED_DATA / "shifted", batch_size=4),
         ]
-        output = self.results / "shifts"
-        command = [str(BIN / "smug"), "shifts", "--in-distribution", relative(self.results / "shifts_in_distribution")]
-        command += ["--shifted", f"dipy={relative(self.results / 'shifts_dipy')}", "--filter-model", FILTER_MODEL]
-        command += ["--output-dir", relative(output)]
-        return records + [self.step("shifts", command, output / "shifts.json")]
+        # PSNR and SSIM: the shifted images differ in content (more background), so their PSNR runs higher.
+        for metric, output in (("psnr", self.results / "shifts"), ("ssim", self.results / "shifts_ssim")):
+            command = [str(BIN / "smug"), "shifts", "--in-distribution", relative(self.results / ID_RUN)]
+            command += ["--shifted", f"dipy={relative(self.results / OOD_RUN)}", "--filter-model", FILTER_MODEL]
+            command += ["--metric", metric, "--output-dir", relative(output)]
+            records.append(self.step(f"shifts {metric}", command, output / "shifts.json"))
+        return records
 
     def small_features(self) -> dict:
         output = self.results / "small_features"
