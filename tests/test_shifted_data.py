@@ -82,6 +82,7 @@ def test_cli_writes_only_the_shifted_set_and_overwrites_it(tmp_path: pathlib.Pat
     assert run_cli(argv) == 0
     out = capsys.readouterr().out
     assert "shifted: 2 volume(s), 2 slice(s)" in out and "dipy_b0_epi.h5  kspace 1 x 2 x 32 x 24" in out
+    assert "Shifted set: another coil array, noise 0.03." in out
     assert run_cli(argv) == 2 and "--overwrite" in capsys.readouterr().err
     assert run_cli([*argv, "--overwrite"]) == 0
 
@@ -92,3 +93,9 @@ def test_the_licence_ships_next_to_the_asset() -> None:
     licence = assets.joinpath("LICENSE-dipy.txt").read_text()
     assert "dipy developers" in licence and "Redistributions in binary form" in licence
     assert "LICENSE-dipy.txt" in assets.joinpath("README-dipy-shifted.md").read_text()
+
+
+def test_negative_shifted_noise_exits_2_and_writes_nothing(tmp_path: pathlib.Path, capsys) -> None:
+    output = tmp_path / "out"
+    assert run_cli(["data", "demo", "--output-dir", str(output), "--shifted", "--shifted-noise", "-1"]) == 2
+    assert "--shifted-noise -1" in capsys.readouterr().err and not output.exists()

@@ -101,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         f"{params['spacing_mm'][1]:g} mm voxels) from a {params['fine_shape'][0]} x {params['fine_shape'][1]} "
         f"0.5 mm grid, noise {params['noise']:g}, seed {params['seed']}."
     )
+    if "shifted" in params:
+        print(f"Shifted set: another coil array, noise {params['shifted']['noise']:g}.")
     for split, records in summary.files.items():
         slices = sum(r["kspace_shape"][0] for r in records)
         print(f"{split}: {len(records)} volume(s), {slices} slice(s) in {summary.output_dir / split}")

@@ -43,7 +43,8 @@ class DemoSummary:
     output_dir : pathlib.Path
         Root folder (with ``train/``, ``val/``, ``test/``).
     files : dict[str, list[dict]]
-        Per split, one record per volume: ``path``, ``slab``, ``source_slices``, ``kspace_shape``.
+        Per split, one record per volume: ``path``, ``slab``, ``source_slices``, ``kspace_shape``; with the shifted
+        set also ``shifted`` (``volume`` in place of ``slab``).
     parameters : dict
         The simulation parameters.
     seconds : float
@@ -354,7 +355,9 @@ def make_demo_dataset(
     if num_coils < 1:
         raise ValueError(f"the number of coils must be at least 1, got {num_coils} (e.g. --coils 8).")
     if noise < 0 or shifted_noise < 0:
-        raise ValueError(f"noise levels must be >= 0, got {noise} and {shifted_noise} (e.g. --noise 0.02).")
+        raise ValueError(
+            f"noise levels must be >= 0, got --noise {noise} and --shifted-noise {shifted_noise} (e.g. 0.02, 0.03)."
+        )
     max_slices = min(len(colin.slab(s)) for s in range(colin.num_slabs))
     if slices_per_volume is not None and not 1 <= slices_per_volume <= max_slices:
         raise ValueError(
