@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 SMUG := .venv/bin/smug
 
-.PHONY: setup test demo reproduce investigate lint bench clean
+.PHONY: setup test demo reproduce beyond investigate lint bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -15,6 +15,10 @@ demo: setup
 
 reproduce: setup
 	$(PY) scripts/reproduce.py
+
+# After `make reproduce`: CS baseline, shifts, small features, defense and Theorem 1 (results/demo/beyond/, ~1 h).
+beyond: setup
+	$(PY) scripts/beyond.py
 
 # After `make reproduce`: the validation-split investigations of results/demo/README.md.
 investigate: setup

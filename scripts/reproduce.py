@@ -1,6 +1,6 @@
 """`make reproduce`: the SMUG papers' robustness study on the bundled data, with the real `direct` and `smug` commands.
 
-    python scripts/reproduce.py [--jobs 2] [--runs runs/reproduce] [--results results/demo]
+    python scripts/reproduce.py [--jobs 2] [--runs runs/reproduce] [--results results/demo] [--beyond]
 
 1. simulate the demo data (`smug data demo`);
 2. pre-train the DIDN denoiser; fine-tune MoDL, RS-E2E and SMUG (lambda_l candidates) from it; train MoDL from
@@ -9,7 +9,9 @@
 3. choose lambda_l on the validation split (never the test split), then fine-tune Weighted SMUG with it;
 4. evaluate every model on the test split with the shipped protocol `reproduce` (`smug evaluate`);
 5. write results/demo/: the robustness table and figures, the units table (`scripts/units_table.py`: what the
-   papers' sigma and eps are in DIRECT's units on these data), the study log (commands, seeds, versions, wall-clock).
+   papers' sigma and eps are in DIRECT's units on these data), the study log (commands, seeds, versions, wall-clock);
+6. with --beyond, the Beyond-SMUG measurements on these checkpoints (scripts/beyond.py, `make beyond`, about an hour
+   more on 2 cores): CS baseline, distribution shifts, small features, the defense, Theorem 1.
 
 Every step is skipped when its outputs exist (a finished training leaves `.complete` with its wall-clock), and an
 interrupted training or evaluation resumes.
@@ -138,6 +140,7 @@ def main() -> int:
     parser.add_argument("--runs", type=pathlib.Path, default=ROOT / "runs" / "reproduce")
     parser.add_argument("--results", type=pathlib.Path, default=ROOT / "results" / "demo")
     parser.add_argument("--protocol", default="reproduce", help="shipped protocol name or protocol YAML")
+    parser.add_argument("--beyond", action="store_true", help="then run scripts/beyond.py (about an hour more)")
     args = parser.parse_args()
     runs, results = args.runs.resolve(), args.results.resolve()
     runs.mkdir(parents=True, exist_ok=True)
@@ -210,6 +213,10 @@ def main() -> int:
     (results / "study.json").write_text(json.dumps(study, indent=2))
     (results / "STUDY.md").write_text(study_markdown(study, json.loads((results / "robustness.json").read_text())))
     log(f"done: this invocation {study['this_invocation_seconds'] / 60:.1f} min")
+    if args.beyond:
+        log("6/6 beyond SMUG (scripts/beyond.py)")
+        beyond = [sys.executable, "scripts/beyond.py", "--runs", str(runs), "--jobs", str(args.jobs)]
+        subprocess.run(beyond + ["--results", str(results / "beyond")], cwd=ROOT, check=True)
     return 0
 
 

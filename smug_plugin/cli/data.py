@@ -6,7 +6,7 @@ import sys
 import time
 
 # Mirrors the defaults of smug_plugin.data.demo.make_demo_dataset, which is imported only when the command runs.
-DEFAULTS = {"seed": 0, "coils": 8, "matrix": (96, 80), "fov": (192.0, 160.0), "noise": 0.02}
+DEFAULTS = {"seed": 0, "coils": 8, "matrix": (96, 80), "fov": (192.0, 160.0), "noise": 0.02, "shifted_noise": 0.03}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -30,7 +30,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=(
             "Simulate Cartesian multi-coil acquisitions of the bundled Colin27 T1 brain slabs and write them as "
             "fastMRI multicoil h5 files into OUTPUT_DIR/{train,val,test}/, readable by DIRECT's FastMRI dataset. "
-            "The phase-encoding direction is the last k-space axis (W)."
+            "The phase-encoding direction is the last k-space axis (W). With --shifted, also OUTPUT_DIR/shifted/: "
+            "other subjects (dipy's b0 EPI slices and coronal T1 slice) with another coil array and noise level, "
+            "for distribution-shift studies (all volume counts 0 writes only that folder)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -52,6 +54,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=float,
         default=DEFAULTS["noise"],
         help="complex noise std per k-space sample relative to the maximum image intensity",
+    )
+    demo.add_argument("--shifted", action="store_true", help="also write the shifted test set to OUTPUT_DIR/shifted/")
+    demo.add_argument(
+        "--shifted-noise",
+        type=float,
+        default=DEFAULTS["shifted_noise"],
+        help="noise of the shifted set, in the units of --noise",
     )
     demo.add_argument(
         "--overwrite", action="store_true", help="replace an earlier run in OUTPUT_DIR once the new data are complete"
@@ -77,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
             test_volumes=args.test_volumes,
             slices_per_volume=args.slices_per_volume,
             noise=args.noise,
+            shifted=args.shifted,
+            shifted_noise=args.shifted_noise,
             overwrite=args.overwrite,
         )
     except (ValueError, OSError) as exc:  # the library's messages name the path or option and the fix
@@ -90,12 +101,15 @@ def run(args: argparse.Namespace) -> int:
         f"{params['spacing_mm'][1]:g} mm voxels) from a {params['fine_shape'][0]} x {params['fine_shape'][1]} "
         f"0.5 mm grid, noise {params['noise']:g}, seed {params['seed']}."
     )
+    if "shifted" in params:
+        print(f"Shifted set: another coil array, noise {params['shifted']['noise']:g}.")
     for split, records in summary.files.items():
         slices = sum(r["kspace_shape"][0] for r in records)
         print(f"{split}: {len(records)} volume(s), {slices} slice(s) in {summary.output_dir / split}")
         for record in records:
             shape = " x ".join(str(n) for n in record["kspace_shape"])
-            print(f"  {pathlib.Path(record['path']).name}  kspace {shape} (slab {record['slab']})")
+            origin = f"slab {record['slab']}" if "slab" in record else record["volume"]
+            print(f"  {pathlib.Path(record['path']).name}  kspace {shape} ({origin})")
     print(f"Manifest: {summary.output_dir / 'demo_manifest.json'}")
     print(f"Done in {time.perf_counter() - start:.1f} s.")
     return 0

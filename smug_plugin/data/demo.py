@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from smug_plugin.atomic import atomic_write_text
+from smug_plugin.data import shifted as shifted_set
 from smug_plugin.data import simulation
 from smug_plugin.data.colin27 import load_colin27
 from smug_plugin.data.fastmri_h5 import ismrmrd_header, write_fastmri_h5
@@ -27,6 +28,8 @@ from smug_plugin.data.fastmri_h5 import ismrmrd_header, write_fastmri_h5
 SPLITS = ("train", "val", "test")
 FILE_PREFIX = "colin27_AXT1_slab"
 MANIFEST_NAME = "demo_manifest.json"
+# Folders this command writes, with the prefix of their h5 files.
+FOLDER_PREFIXES = {**{split: FILE_PREFIX for split in SPLITS}, shifted_set.FOLDER: shifted_set.FILE_PREFIX}
 # Sub-seeds of the per-slab generators.
 _PHASE, _COILS, _NOISE = 0, 1, 2
 
@@ -40,7 +43,8 @@ class DemoSummary:
     output_dir : pathlib.Path
         Root folder (with ``train/``, ``val/``, ``test/``).
     files : dict[str, list[dict]]
-        Per split, one record per volume: ``path``, ``slab``, ``source_slices``, ``kspace_shape``.
+        Per split, one record per volume: ``path``, ``slab``, ``source_slices``, ``kspace_shape``; with the shifted
+        set also ``shifted`` (``volume`` in place of ``slab``).
     parameters : dict
         The simulation parameters.
     seconds : float
@@ -98,6 +102,7 @@ def simulate_slab(
     seed: int,
     num_coils: int,
     noise: float,
+    coil_array: dict | None = None,
 ) -> np.ndarray:
     """Simulate the k-space of one volume.
 
@@ -115,6 +120,8 @@ def simulate_slab(
         Receive channels.
     noise : float
         Noise standard deviation per k-space sample, relative to the maximum image intensity (1.0).
+    coil_array : dict, optional
+        Keyword arguments of :func:`simulation.coil_sensitivities` (the ring and loops); default: its defaults.
 
     Returns
     -------
@@ -126,7 +133,8 @@ def simulate_slab(
     for index, (magnitude, z) in enumerate(zip(magnitudes, z_mm)):
         # Fresh generators with the same seed per slice: one phase model and one coil array per volume.
         phase = simulation.smooth_phase(shape, spacing, z, np.random.default_rng([seed, slab, _PHASE]))
-        maps = simulation.coil_sensitivities(shape, spacing, z, num_coils, np.random.default_rng([seed, slab, _COILS]))
+        coil_rng = np.random.default_rng([seed, slab, _COILS])
+        maps = simulation.coil_sensitivities(shape, spacing, z, num_coils, coil_rng, **(coil_array or {}))
         noise_rng = np.random.default_rng([seed, slab, _NOISE, index])
         padded = simulation.pad_to_shape(magnitude, shape)
         kspace.append(simulation.simulate_kspace(padded, phase, maps, geometry.matrix, noise, noise_rng))
@@ -196,9 +204,10 @@ def check_output_dir(output_dir: pathlib.Path, overwrite: bool) -> None:
     for entry in sorted(output_dir.iterdir()):
         if entry.name == MANIFEST_NAME and entry.is_file():
             ours.append(entry)
-        elif entry.name in SPLITS and entry.is_dir():
+        elif entry.name in FOLDER_PREFIXES and entry.is_dir():
             for child in sorted(entry.iterdir()):
-                is_volume = child.name.startswith(FILE_PREFIX) and child.suffix == ".h5" and child.is_file()
+                prefix = FOLDER_PREFIXES[entry.name]
+                is_volume = child.name.startswith(prefix) and child.suffix == ".h5" and child.is_file()
                 (ours if is_volume else foreign).append(child)
         else:
             foreign.append(entry)
@@ -295,9 +304,15 @@ def make_demo_dataset(
     test_volumes: int = 2,
     slices_per_volume: int | None = None,
     noise: float = 0.02,
+    shifted: bool = False,
+    shifted_noise: float = shifted_set.NOISE,
     overwrite: bool = False,
 ) -> DemoSummary:
     """Simulate the demo dataset into ``output_dir/{train,val,test}/*.h5`` (fastMRI multicoil layout).
+
+    With ``shifted``, also the shifted test set ``output_dir/shifted/*.h5`` (:mod:`smug_plugin.data.shifted`): other
+    subjects, contrast and orientation, simulated with another coil array and ``shifted_noise``. It may be the only
+    output (all volume counts 0).
 
     Parameters
     ----------
@@ -318,6 +333,10 @@ def make_demo_dataset(
     noise : float
         Complex noise standard deviation per k-space sample relative to the maximum image intensity (1.0) at
         unit coil sensitivity (the ring centre); 0.02 gives an SNR of about 40 in white matter.
+    shifted : bool
+        Also write the shifted set to ``shifted/``.
+    shifted_noise : float
+        Its noise level, in the units of ``noise``.
     overwrite : bool
         Replace the data of an earlier run in ``output_dir`` (only once the new data are complete).
 
@@ -335,14 +354,22 @@ def make_demo_dataset(
     geometry.validate(colin.images.shape[1:])
     if num_coils < 1:
         raise ValueError(f"the number of coils must be at least 1, got {num_coils} (e.g. --coils 8).")
-    if noise < 0:
-        raise ValueError(f"the noise level must be >= 0, got {noise} (e.g. --noise 0.02).")
+    if noise < 0 or shifted_noise < 0:
+        raise ValueError(
+            f"noise levels must be >= 0, got --noise {noise} and --shifted-noise {shifted_noise} (e.g. 0.02, 0.03)."
+        )
     max_slices = min(len(colin.slab(s)) for s in range(colin.num_slabs))
     if slices_per_volume is not None and not 1 <= slices_per_volume <= max_slices:
         raise ValueError(
             f"slices per volume must be between 1 and {max_slices} (--slices-per-volume), got {slices_per_volume}."
         )
-    splits = assign_splits(colin.num_slabs, train_volumes, val_volumes, test_volumes)
+    if shifted and train_volumes == val_volumes == test_volumes == 0:
+        splits = {split: [] for split in SPLITS}
+    else:
+        splits = assign_splits(colin.num_slabs, train_volumes, val_volumes, test_volumes)
+    shifted_volumes = shifted_set.load_shifted_volumes(colin.pixel_spacing_mm) if shifted else []
+    for volume in shifted_volumes:
+        geometry.validate(volume.images.shape[1:])
     output_dir = pathlib.Path(output_dir)
     with staged_output(output_dir, overwrite) as staging:
         scale = 1.0 / float(colin.images.max())
@@ -384,6 +411,11 @@ def make_demo_dataset(
                     }
                 )
 
+        if shifted:
+            files[shifted_set.FOLDER] = write_shifted_set(
+                staging, output_dir, shifted_volumes, geometry, seed, num_coils, shifted_noise, slices_per_volume
+            )
+
         parameters = {
             "seed": seed,
             "num_coils": num_coils,
@@ -394,7 +426,58 @@ def make_demo_dataset(
             "slices_per_volume": slices_per_volume,
             "noise": noise,
         }
+        if shifted:
+            parameters["shifted"] = {"noise": shifted_noise, "coil_array": shifted_set.COIL_ARRAY}
         atomic_write_text(
             staging / MANIFEST_NAME, json.dumps({"parameters": parameters, "files": files}, indent=2) + "\n"
         )
     return DemoSummary(output_dir, files, parameters, time.perf_counter() - start)
+
+
+def write_shifted_set(
+    staging: pathlib.Path,
+    output_dir: pathlib.Path,
+    volumes: list[shifted_set.ShiftedVolume],
+    geometry: simulation.Geometry,
+    seed: int,
+    num_coils: int,
+    noise: float,
+    slices_per_volume: int | None,
+) -> list[dict]:
+    """Simulate the shifted volumes into ``staging/shifted/`` with the other coil array; return their records."""
+    (staging / shifted_set.FOLDER).mkdir()
+    records = []
+    for index, volume in enumerate(volumes):
+        positions = np.arange(len(volume.images))
+        if slices_per_volume is not None and slices_per_volume < len(positions):
+            first = (len(positions) - slices_per_volume) // 2
+            positions = positions[first : first + slices_per_volume]
+        kspace = simulate_slab(
+            volume.images[positions],
+            volume.slice_z_mm[positions],
+            geometry,
+            slab=shifted_set.STREAM_OFFSET + index,
+            seed=seed,
+            num_coils=num_coils,
+            noise=noise,
+            coil_array=shifted_set.COIL_ARRAY,
+        )
+        name = f"{volume.name}.h5"
+        header = ismrmrd_header(geometry.matrix, geometry.fov_mm, volume.thickness_mm, len(positions), num_coils)
+        write_fastmri_h5(
+            staging / shifted_set.FOLDER / name,
+            kspace,
+            header,
+            acquisition=volume.acquisition,
+            patient_id=volume.name,
+            extra_attrs={"source": volume.description, "seed": seed, "noise": noise},
+        )
+        records.append(
+            {
+                "path": str(output_dir / shifted_set.FOLDER / name),
+                "volume": volume.name,
+                "source_slices": [int(i) for i in positions],
+                "kspace_shape": list(kspace.shape),
+            }
+        )
+    return records

@@ -1,0 +1,212 @@
+"""`make beyond`: the five "Beyond SMUG" measurements on the `make reproduce` checkpoints, sized for a 2-core CPU.
+
+    python scripts/beyond.py [--jobs 2] [--runs runs/reproduce] [--results results/demo/beyond] [--threads 1]
+
+Needs the data and checkpoints of `make reproduce` (scripts/reproduce.py, whose model list and lambda_l choice it
+reuses). Steps, each skipped when its output exists:
+
+1. the shifted test set (`smug data demo --shifted` into data/demo_shifted/shifted/);
+2. the CS baseline's weight on the validation split (`smug cs-tune`);
+3. distribution shifts: clean `smug evaluate` of every model and CS on data/demo/test and on the shifted set, then
+   `smug shifts` with the adversarially filtered set of MoDL (scratch), which is left out of the table;
+4. small-feature recovery for VarNet (DIRECT-native), SMUG (plugin) and CS (`smug small-features`);
+5. the cyclic-consistency defense around MoDL (plugin) and VarNet (native): `smug evaluate` under the white-box
+   attack (adaptive, BPDA through the defense) and the blind attack computed on the undefended model;
+6. Theorem 1 for SMUG next to MoDL (`smug bound`, against the PGD of the `make reproduce` evaluation).
+
+Steps run `--jobs` at a time. The sizes (slices, windows, iterations) are cut to keep the study near an hour of
+wall-clock on a shared 2-core machine; they are the constants below and results/demo/beyond/README.md states them.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import pathlib
+import shlex
+import sys
+import time
+
+import reproduce
+
+ROOT = reproduce.ROOT
+BIN = reproduce.BIN
+DATA = reproduce.DATA
+SHIFTED_DATA = ROOT / "data" / "demo_shifted"
+SEED = reproduce.SEED
+FILTER_MODEL = "MoDL (scratch)"  # picks the adversarially filtered slices; never an evaluated model of the table
+SMALL_FEATURE_MODELS = ("VarNet", "SMUG")  # one DIRECT-native, one plugin model, and CS
+DEFENDED = ("MoDL", "VarNet")  # one plugin, one DIRECT-native model
+BOUND_MODELS = ("MoDL", "SMUG")
+ID_RUN, OOD_RUN = "shifts_in_distribution", "shifts_dipy"
+# CPU sizes: all 12 validation slices for the CS weight; 1 test slice at stride 16 (30 windows) for small features;
+# 2 test slices for the defense (its adaptive attack costs hundreds of reconstructions per slice).
+CS_TUNE_SLICES = 12
+SMALL_FEATURE_STRIDE = 16
+SMALL_FEATURE_SLICES = 1
+DEFENSE_SLICES = 2
+DEFENSE = {"radius": 0.1, "extra_masks": 2, "iterations": 10, "step_fraction": 0.25, "seed": 0}
+ATTACK = {
+    "kind": "pgd",
+    "norm": "linf",
+    "budget": {"value": 0.02, "convention": "paper"},
+    "steps": 10,
+    "step_fraction": 0.3333333333,
+}
+
+
+def relative(path: pathlib.Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def model_specs(runs: pathlib.Path) -> dict[str, str]:
+    """`NAME=CONFIG:CHECKPOINT` of every model `make reproduce` evaluated, with its chosen lambda_l."""
+    choice = json.loads((ROOT / "results" / "demo" / "lambda_l_choice.json").read_text())["chosen"]
+    specs = {}
+    for display, project in reproduce.EVALUATED.items():
+        name = project.format(lambda_l=f"{choice:g}")
+        specs[display] = f"{display}=projects/reproduce/{name}.yaml:{relative(reproduce.checkpoint(runs, name))}"
+    return specs
+
+
+class Study:
+    """The commands of the study, their logs and wall-clock records."""
+
+    def __init__(self, runs: pathlib.Path, results: pathlib.Path, threads: int):
+        self.specs = model_specs(runs)
+        self.results = results
+        self.scratch = ROOT / "runs" / "beyond"
+        self.threads = ["--threads", str(threads)]
+        self.cs_yaml = results / "cs.yaml"
+        for folder in (results, results / "inputs", self.scratch):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def step(self, name: str, command: list[str], done: pathlib.Path) -> dict:
+        """Run `command` (log in runs/beyond/<name>.log) unless `done` exists."""
+        record = {"step": name, "command": shlex.join(command)}
+        if done.exists():
+            reproduce.log(f"{name}: exists ({relative(done)})")
+            return record | {"seconds": None}
+        reproduce.log(f"{name}: {shlex.join(command)}")
+        seconds = reproduce.run_logged(command, self.scratch / f"{name}.log")
+        reproduce.log(f"{name} done in {seconds / 60:.1f} min")
+        return record | {"seconds": round(seconds, 1)}
+
+    def models(self, *names: str) -> list[str]:
+        return [argument for name in names for argument in ("--model", self.specs[name])]
+
+    def evaluate(self, name: str, models: list[str], protocol: pathlib.Path, data: pathlib.Path, **options) -> dict:
+        output = self.results / name
+        command = [str(BIN / "smug"), "evaluate", *models, "--protocol", relative(protocol)]
+        command += ["--data-root", relative(data), "--output-dir", relative(output), "--seed", str(SEED), "--resume"]
+        for key, value in options.items():
+            command += [f"--{key.replace('_', '-')}", str(value)]
+        return self.step(f"evaluate {name}", command + self.threads + ["--no-progress"], output / "robustness.json")
+
+    def write_input(self, name: str, text: str) -> pathlib.Path:
+        path = self.results / "inputs" / name
+        path.write_text(text)
+        return path
+
+    def shifted_data(self) -> dict:
+        command = [str(BIN / "smug"), "data", "demo", "--output-dir", relative(SHIFTED_DATA), "--seed", str(SEED)]
+        command += ["--train-volumes", "0", "--val-volumes", "0", "--test-volumes", "0", "--shifted"]
+        return self.step("shifted data", command, SHIFTED_DATA / "demo_manifest.json")
+
+    def cs_tune(self) -> dict:
+        command = [str(BIN / "smug"), "cs-tune", "--data-model", self.specs["MoDL"].split("=", 1)[1]]
+        command += ["--data-root", relative(DATA / "val"), "--output", relative(self.cs_yaml)]
+        command += ["--max-slices", str(CS_TUNE_SLICES), *self.threads]
+        return self.step("cs-tune", command, self.cs_yaml)
+
+    def shifts(self) -> list[dict]:
+        protocol = self.write_input(
+            "clean.yaml",
+            "# Clean reconstructions only (Darestani's accuracy).\n"
+            "name: clean\nseed: 0\nperturbations:\n  - {name: clean, kind: clean}\n",
+        )
+        models = self.models(*self.specs) + ["--model", f"CS={relative(self.cs_yaml)}"]
+        records = [
+            self.evaluate(ID_RUN, models, protocol, DATA / "test", batch_size=4),
+            self.evaluate(OOD_RUN, models, protocol, SHIFTED_DATA / "shifted", batch_size=4),
+        ]
+        # PSNR and SSIM: the shifted images differ in content (more background), so their PSNR runs higher.
+        for metric, output in (("psnr", self.results / "shifts"), ("ssim", self.results / "shifts_ssim")):
+            command = [str(BIN / "smug"), "shifts", "--in-distribution", relative(self.results / ID_RUN)]
+            command += ["--shifted", f"dipy={relative(self.results / OOD_RUN)}", "--filter-model", FILTER_MODEL]
+            command += ["--metric", metric, "--output-dir", relative(output)]
+            records.append(self.step(f"shifts {metric}", command, output / "shifts.json"))
+        return records
+
+    def small_features(self) -> dict:
+        output = self.results / "small_features"
+        command = [str(BIN / "smug"), "small-features", *self.models(*SMALL_FEATURE_MODELS)]
+        command += ["--model", f"CS={relative(self.cs_yaml)}", "--data-root", relative(DATA / "test")]
+        command += ["--stride", str(SMALL_FEATURE_STRIDE), "--window-batch", "30"]
+        command += ["--max-slices", str(SMALL_FEATURE_SLICES), "--output-dir", relative(output), *self.threads]
+        return self.step("small-features", command, output / "small_features.json")
+
+    def defense(self, wrapped: str) -> dict:
+        slug = wrapped.lower()
+        defense = self.write_input(
+            f"defense_{slug}.yaml",
+            f"# The cyclic-consistency defense around {wrapped} (radius in DIRECT's normalised k-space units).\n"
+            f"defense:\n  wraps: {wrapped}\n" + "".join(f"  {key}: {value}\n" for key, value in DEFENSE.items()),
+        )
+        attack = "".join(f"    {key}: {json.dumps(value)}\n" for key, value in ATTACK.items())
+        protocol = self.write_input(
+            f"defense_{slug}_protocol.yaml",
+            f"# The papers' attack, white-box per model (defended: adaptive, BPDA) and blind (computed on {wrapped}).\n"
+            f"name: defense-{slug}\nseed: 0\nperturbations:\n  - {{name: clean, kind: clean}}\n"
+            f"  - name: pgd\n{attack}  - name: pgd_blind\n{attack}    transfer_from: {wrapped}\n",
+        )
+        models = self.models(wrapped) + ["--model", f"{wrapped}+defense={relative(defense)}"]
+        if wrapped == DEFENDED[0]:  # CS under the same attacks, once
+            models += ["--model", f"CS={relative(self.cs_yaml)}"]
+        return self.evaluate(
+            f"defense_{slug}", models, protocol, DATA / "test", max_slices=DEFENSE_SLICES, batch_size=DEFENSE_SLICES
+        )
+
+    def bound(self, runs: pathlib.Path) -> dict:
+        output = self.results / "bound"
+        command = [str(BIN / "smug"), "bound", *self.models(*BOUND_MODELS), "--data-root", relative(DATA / "test")]
+        command += ["--evaluation", relative(runs / "evaluation"), "--perturbation", "pgd"]
+        command += ["--output-dir", relative(output), *self.threads]
+        return self.step("bound", command, output / "bound.json")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=reproduce.JOBS, help="steps run at once")
+    parser.add_argument("--runs", type=pathlib.Path, default=ROOT / "runs" / "reproduce")
+    parser.add_argument("--results", type=pathlib.Path, default=ROOT / "results" / "demo" / "beyond")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per step")
+    args = parser.parse_args()
+    runs, results = args.runs.absolute(), args.results.absolute()
+    start = time.perf_counter()
+    study = Study(runs, results, args.threads)
+    steps = [study.shifted_data(), study.cs_tune()]  # the others need the shifted data or the CS weight
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [
+            pool.submit(study.defense, DEFENDED[0]),
+            pool.submit(study.shifts),
+            pool.submit(study.small_features),
+            pool.submit(study.bound, runs),
+            pool.submit(study.defense, DEFENDED[1]),
+        ]
+        for future in futures:
+            result = future.result()
+            steps += result if isinstance(result, list) else [result]
+    record = {
+        "machine": reproduce.machine(),
+        "jobs": args.jobs,
+        "threads_per_step": args.threads,
+        "steps": steps,
+        "this_invocation_seconds": round(time.perf_counter() - start, 1),
+    }
+    (results / "study.json").write_text(json.dumps(record, indent=2) + "\n")
+    reproduce.log(f"beyond done: this invocation {record['this_invocation_seconds'] / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
