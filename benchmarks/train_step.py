@@ -18,8 +18,8 @@ pixel shuffles, concatenations and memory traffic, costs).
 
 Memory at the papers' size: one MoDL training step grew the resident set by 13.4 GB without checkpointing (2 CPU
 cores, 23 GB machine). Without checkpointing SMUG holds the activations of its K draws at every unroll, about K times
-the denoiser's share; with checkpointing it recomputes the denoiser one draw at a time (SMUG K=10 +ckpt at the
-papers' networks on 128 x 128: 407 MiB against 2445 MiB when the K draws were recomputed at once, MoDL +ckpt 288 MiB).
+the denoiser's share; with checkpointing and ``checkpoint_each_draw`` (rows ``+ckpt/draw``) it recomputes the
+denoiser one draw at a time (see benchmarks/results/paper_size_cpu.txt for the figures).
 ``--memory-limit-gb`` caps each worker's address space, so that a model that needs more is reported as
 "needs more than" instead of waking the kernel's OOM killer; a worker killed otherwise is reported as failed.
 
@@ -84,6 +84,11 @@ def model_specs(args: argparse.Namespace) -> dict[str, tuple[str, dict]]:
             specs[label] = (path, kwargs)
         if args.checkpointing in ("on", "both"):
             specs[f"{label} +ckpt"] = (path, {**kwargs, "gradient_checkpointing": True})
+            if "num_samples" in kwargs:  # the memory setting: the denoiser recomputed one draw at a time
+                specs[f"{label} +ckpt/draw"] = (
+                    path,
+                    {**kwargs, "gradient_checkpointing": True, "checkpoint_each_draw": True},
+                )
     specs["ConjGradNet (DIRECT)"] = (
         "direct.nn.conjgradnet.conjgradnet.ConjGradNet",
         {
@@ -332,23 +337,24 @@ def main() -> None:
     print(f"peak memory: {memory}")
     if args.memory_limit_gb is not None:
         print(f"address space of each measurement capped at {args.memory_limit_gb:g} GB (RLIMIT_AS)")
-    print("+ckpt: gradient checkpointing (each unroll recomputed in the backward pass); peak / MoDL: to MoDL without")
+    print("+ckpt: gradient checkpointing (each unroll recomputed in the backward pass); +ckpt/draw: with")
+    print("checkpoint_each_draw (the denoiser recomputed one noise draw at a time); peak / MoDL: to MoDL without")
     print("checkpointing (the target of SMUG K=10 +ckpt: <= 1.5); time / (K x MoDL): to MoDL with the same setting")
     print("(the target: <= 1, the K draws of one batched forward amortise)")
     print()
     forwarded = sys.argv[1:]
     results = {}
     header = (
-        f"{'model':<24} {'params':>9} {'step [s]':>9} {'peak [MiB]':>11} {'peak / MoDL':>12} {'time / (K x MoDL)':>18}"
+        f"{'model':<30} {'params':>9} {'step [s]':>9} {'peak [MiB]':>11} {'peak / MoDL':>12} {'time / (K x MoDL)':>18}"
     )
     print(header)
     print("-" * len(header))
     for label in model_specs(args):
         results[label] = r = run_worker(forwarded, label, args.memory_limit_gb)
         if "error" in r:
-            print(f"{label:<24} failed: {r['error']}")
+            print(f"{label:<30} failed: {r['error']}")
             continue
-        modl = results.get("MoDL +ckpt" if label.endswith("+ckpt") else "MoDL", {})
+        modl = results.get("MoDL +ckpt" if "+ckpt" in label else "MoDL", {})
         plain_modl = results.get("MoDL", modl)
         peak_ratio = time_ratio = ""
         if plain_modl.get("peak_mib", 0) > 0:
@@ -357,7 +363,7 @@ def main() -> None:
             k = int(label.split("=")[1].split()[0])
             time_ratio = f"{r['median_s'] / (k * modl['median_s']):.2f}"
         print(
-            f"{label:<24} {r['params']:>9,} {r['median_s']:>9.3f} {r['peak_mib']:>11.1f} {peak_ratio:>12} "
+            f"{label:<30} {r['params']:>9,} {r['median_s']:>9.3f} {r['peak_mib']:>11.1f} {peak_ratio:>12} "
             f"{time_ratio:>18}",
             flush=True,
         )
