@@ -8,6 +8,8 @@ same models on the same data (``--evaluation``).
 import argparse
 import pathlib
 
+from smug_plugin.cli.common import run_and_list_outputs
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -36,26 +38,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-    import sys
-
-    import torch
-
     counts = {"--power-iterations": args.power_iterations, "--batch-size": args.batch_size}
     counts |= {"--max-slices": args.max_slices, "--threads": args.threads}
-    problem = next((f"{k} must be positive, got {v}." for k, v in counts.items() if v is not None and v < 1), None)
-    if problem is not None:
-        print(f"smug bound: error: {problem}", file=sys.stderr)
-        return 2
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    try:
-        paths = compute_bound(args)
-    except (OSError, ValueError) as e:
-        print(f"smug bound: error: {e}", file=sys.stderr)
-        return 2
-    for kind, path in paths.items():
-        print(f"{kind}: {path}")
-    return 0
+    return run_and_list_outputs("bound", compute_bound, args, counts, threads=True)
 
 
 def measured_ratios(evaluation: pathlib.Path, perturbation: str) -> dict[str, dict[tuple[str, int], float]]:

@@ -8,6 +8,8 @@ other settings and every candidate's PSNR to the YAML that ``smug evaluate --mod
 import argparse
 import pathlib
 
+from smug_plugin.cli.common import count_problem, use_threads
+
 DEFAULT_WEIGHTS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 
 
@@ -49,7 +51,6 @@ def run(args: argparse.Namespace) -> int:
 
 def tune(args: argparse.Namespace) -> dict:
     """Evaluate every weight on the validation slices and write the YAML; returns the chosen weight and PSNR."""
-    import os
     import statistics
     import tempfile
 
@@ -65,9 +66,9 @@ def tune(args: argparse.Namespace) -> dict:
     from smug_plugin.robustness.reconstructors import TestTimeSettings
 
     counts = {"--batch-size": args.batch_size, "--max-slices": args.max_slices, "--threads": args.threads}
-    for option, value in counts.items():
-        if value is not None and value < 1:
-            raise ValueError(f"{option} must be positive, got {value}.")
+    problem = count_problem(counts)
+    if problem is not None:
+        raise ValueError(problem)
     candidates = [
         L1WaveletSettings(weight=w, iterations=args.iterations, wavelet=args.wavelet, levels=args.levels)
         for w in args.weights
@@ -78,7 +79,7 @@ def tune(args: argparse.Namespace) -> dict:
     spec.check_files()
     if not args.data_root.is_dir():
         raise FileNotFoundError(f"--data-root {args.data_root} is not a folder of h5 files.")
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    use_threads(args.threads)
     with tempfile.TemporaryDirectory() as logs:  # DIRECT's set-up logs; nothing to keep
         data_model = load_reconstructor(spec, "cpu", pathlib.Path(logs))
     dataset = build_dataset(data_model, args.data_root, None, None)

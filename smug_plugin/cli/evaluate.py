@@ -6,6 +6,8 @@ This module wires the pieces together: protocol and models in, the evaluation lo
 import argparse
 import pathlib
 
+from smug_plugin.cli.common import count_problem
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -114,9 +116,9 @@ def argument_problem(args: argparse.Namespace, device: str) -> str | None:
     from smug_plugin.robustness.protocol import is_seed
 
     counts = {"--batch-size": args.batch_size, "--max-slices": args.max_slices, "--threads": args.threads}
-    for option, value in counts.items():
-        if value is not None and value < 1:
-            return f"{option} must be positive, got {value}."
+    problem = count_problem(counts)
+    if problem is not None:
+        return problem
     if args.seed is not None and not is_seed(args.seed):
         return f"--seed must be in [0, 2**32 - 1], got {args.seed}."
     device = device_problem(device)

@@ -3,6 +3,8 @@
 import argparse
 import pathlib
 
+from smug_plugin.cli.common import run_and_list_outputs
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -27,16 +29,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
-    try:
-        paths = report(args)
-    except (OSError, ValueError) as e:
-        print(f"smug shifts: error: {e}", file=sys.stderr)
-        return 2
-    for kind, path in paths.items():
-        print(f"{kind}: {path}")
-    return 0
+    return run_and_list_outputs("shifts", report, args)
 
 
 def _values(folder: pathlib.Path, condition: str, metric: str) -> dict:

@@ -3,6 +3,8 @@
 import argparse
 import pathlib
 
+from smug_plugin.cli.common import run_and_list_outputs
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -28,26 +30,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-    import sys
-
-    import torch
-
     counts = {"--stride": args.stride, "--window-batch": args.window_batch, "--max-slices": args.max_slices}
     counts["--threads"] = args.threads
-    problem = next((f"{k} must be positive, got {v}." for k, v in counts.items() if v is not None and v < 1), None)
-    if problem is not None:
-        print(f"smug small-features: error: {problem}", file=sys.stderr)
-        return 2
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    try:
-        paths = measure(args)
-    except (OSError, ValueError) as e:
-        print(f"smug small-features: error: {e}", file=sys.stderr)
-        return 2
-    for kind, path in paths.items():
-        print(f"{kind}: {path}")
-    return 0
+    return run_and_list_outputs("small-features", measure, args, counts, threads=True)
 
 
 def measure(args: argparse.Namespace) -> dict:
