@@ -1,11 +1,11 @@
 """The denoiser shared by every unroll: DIRECT's DIDN, and loading it from a pre-training checkpoint.
 
 DIRECT's DIDN runs with torch's own convolutions in place of DIRECT's ``ModConv2d`` (which, without modulation, is
-``nn.Conv2d`` with the bias added as a separate operator) and in the channels-last memory layout: 6-13 % less time
-per forward + backward of the denoiser on 2 CPU cores, nearly all of it from the layout
-(``benchmarks/denoiser_variants.py``; computing the 1 x 1 convolutions as matrix products was measured too and did
-not win, so it is not used). The parameters are DIRECT's own tensors under DIRECT's names and shapes, so checkpoints
-load both ways; only the rounding of the sums differs.
+``nn.Conv2d`` with the bias added as a separate operator) and in the channels-last memory layout: 0.96 x DIRECT's
+time per forward + backward of the denoiser on 1 and 2 CPU threads, where neither change alone wins
+(``benchmarks/results/denoiser_variants_cpu.txt``; computing the 1 x 1 convolutions as matrix products was measured
+too and did not win consistently, so it is not used). The parameters are DIRECT's own tensors under DIRECT's names
+and shapes, so checkpoints load both ways; only the rounding of the sums may differ.
 """
 
 import pathlib
