@@ -27,6 +27,9 @@ FASTMRI = {
 }
 
 
+UNROLLS = {"paper": 8, "demo": 5}
+
+
 def transforms(anatomy: str, acceleration: float, center_fraction: float) -> dict:
     data = FASTMRI[anatomy]
     return {
@@ -72,7 +75,7 @@ def denoiser(size: str) -> dict:
 
 
 def unrolled(size: str, name: str, pretrained: str | None, **extra) -> dict:
-    steps = {"paper": 8, "demo": 5}[size]
+    steps = UNROLLS[size]
     model = {"model_name": name, "num_steps": steps, "lambda_init": 1.0, "cg_iters": 10 if size == "paper" else 8}
     model.update(cg_tol=1e-6, **denoiser(size), denoiser_checkpoint=pretrained, **extra)
     if size == "demo":
@@ -97,13 +100,28 @@ def smoothing(size: str, units: str) -> dict:
     return settings | ({"clamp_noisy_input": True} if units == "paper" else {})
 
 
+def journal_multiplier(lambda_l: float, size: str) -> float:
+    """The reconstruction-loss multiplier that weighs UStab as the journal's lambda_l does: its UStab sums 8 unroll
+    terms, ours num_steps, so the same ratio needs lambda_l * num_steps / 8 (with the journal's complex MSE)."""
+    return round(lambda_l * UNROLLS[size] / 8, 6)
+
+
 def models(
-    size: str, pretrained: str | None, lambda_l: float = 1.0, units: str = "direct"
+    size: str, pretrained: str | None, lambda_l: float = 1.0, units: str = "direct", teacher: str | None = None
 ) -> dict[str, tuple[dict, list[dict]]]:
-    """name -> (model section, losses); lambda_l is the multiplier of the reconstruction loss next to UStab, units
-    the models' intensity_scale."""
-    recon = [{"function": "l2_loss", "multiplier": 1.0}]
-    ustab = [{"function": "l2_loss", "multiplier": lambda_l}, {"function": "ustab_loss", "multiplier": 1.0}]
+    """name -> (model section, losses); lambda_l is the journal-equivalent weight of the reconstruction loss next to
+    UStab (:func:`journal_multiplier`), units the models' intensity_scale. In the papers' units the reconstruction
+    loss is the journal's 2-channel complex MSE and RS-E2E is trained as published (clean A^H y in the DC steps,
+    towards the frozen MoDL ``teacher``); in DIRECT's units DIRECT's magnitude l2."""
+    loss = "complex_mse_loss" if units == "paper" else "l2_loss"
+    multiplier = journal_multiplier(lambda_l, size) if units == "paper" else lambda_l
+    recon = [{"function": loss, "multiplier": 1.0}]
+    ustab = [{"function": loss, "multiplier": multiplier}, {"function": "ustab_loss", "multiplier": 1.0}]
+    published_rs_e2e = {}
+    if units == "paper":
+        published_rs_e2e = {"rs_e2e_dc_input": "clean"}
+        if teacher is not None:
+            published_rs_e2e |= {"rs_e2e_target": "teacher", "rs_e2e_teacher_checkpoint": teacher}
     checkpointing = {"gradient_checkpointing": size == "paper"}
     scale = intensity_units(units)
     clamp = {"clamp_noisy_input": True} if units == "paper" else {}
@@ -133,7 +151,15 @@ def models(
             ustab,
         ),
         "rs_e2e": (
-            unrolled(size, "smug.rs_e2e.RSE2E", pretrained, **smoothing(size, units), **scale, **checkpointing),
+            unrolled(
+                size,
+                "smug.rs_e2e.RSE2E",
+                pretrained,
+                **smoothing(size, units),
+                **scale,
+                **checkpointing,
+                **published_rs_e2e,
+            ),
             recon,
         ),
         "varnet": (
@@ -186,18 +212,17 @@ def config(anatomy: str, size: str, model: dict, losses: list[dict], iterations:
 
 
 DEMO_ITERATIONS = {"didn_pretrain": 300, "modl": 300, "smug": 300, "weighted_smug": 300, "rs_e2e": 150}
-# lambda_l of the demo's SMUG models: the value `make reproduce` chose on the validation split (results/demo).
-DEMO_LAMBDA_L = 10.0
+# lambda_l of the demo's SMUG models, journal-equivalent (journal_multiplier): the papers' value.
+DEMO_LAMBDA_L = 1.0
 # `make reproduce` (scripts/reproduce.py): the fine-tuned models get the same number of iterations; VarNet, RIM and
-# MoDL from scratch, which have no pre-training, get the pre-training's iterations on top.
-REPRODUCE_ITERATIONS = {"didn_pretrain": 600, "varnet": 1000, "rim": 1000, "modl_scratch": 1000}
-REPRODUCE_FINE_TUNING = 400
-# lambda_l candidates of the SMUG models; scripts/reproduce.py picks one on the validation split. The papers use
-# lambda_l = 1 (with UStab and the reconstruction loss in the same units, see smug_plugin.models.smug_engine).
-REPRODUCE_LAMBDA_L = (1.0, 10.0)
-# The studies whose models run in the papers' units (intensity_scale: paper). The demo keeps DIRECT's units, and so
-# the numbers `make demo` reports.
-PAPER_UNITS = ("knee", "brain", "reproduce")
+# MoDL from scratch, which have no pre-training, get more. Cut to fit the study's seeds into 2 hours on 2 cores.
+REPRODUCE_ITERATIONS = {"didn_pretrain": 600, "varnet": 400, "rim": 400, "modl_scratch": 400}
+REPRODUCE_FINE_TUNING = 200
+# The lambda_l frontier of the SMUG models, journal-equivalent; scripts/reproduce.py picks one on the validation
+# split. The papers use lambda_l = 1.
+REPRODUCE_LAMBDA_L = (0.1, 0.3, 1.0, 3.0, 10.0)
+# The studies whose models run in the papers' units (intensity_scale: paper): every shipped one.
+PAPER_UNITS = ("knee", "brain", "reproduce", "demo")
 PAPER_ITERATIONS = {"didn_pretrain": 300_000}
 
 
@@ -207,6 +232,12 @@ def iterations(study: str, name: str) -> int:
     if study == "reproduce":
         return REPRODUCE_ITERATIONS.get(name.split("_lambda")[0], REPRODUCE_FINE_TUNING)
     return PAPER_ITERATIONS.get(name, 1_000_000)
+
+
+def last_checkpoint(study: str, name: str) -> str:
+    """Where `direct train` leaves the last checkpoint of ``name`` (seed 0) in ``study``."""
+    run = f"runs/{study}/{name}/{name}" if study in LOCAL else f"runs/{name}_{study}/{name}_{study}"
+    return f"{run}/model_{iterations(study, name) - 1}.pt"
 
 
 def pretrained_checkpoint(study: str) -> str:
@@ -241,13 +272,14 @@ def study_units(study: str) -> str:
 def study_models(study: str) -> dict[str, tuple[dict, list[dict]]]:
     size = "demo" if study in LOCAL else "paper"
     units = study_units(study)
+    teacher = last_checkpoint(study, "modl")
     if study == "demo":
-        return models(size, pretrained_checkpoint(study), DEMO_LAMBDA_L, units)
+        return models(size, pretrained_checkpoint(study), DEMO_LAMBDA_L, units, teacher)
     if study != "reproduce":
-        return models(size, pretrained_checkpoint(study), units=units)
+        return models(size, pretrained_checkpoint(study), units=units, teacher=teacher)
     selected = {}
     for lambda_l in REPRODUCE_LAMBDA_L:
-        for name, entry in models(size, pretrained_checkpoint(study), lambda_l, units).items():
+        for name, entry in models(size, pretrained_checkpoint(study), lambda_l, units, teacher).items():
             if name in ("smug", "weighted_smug"):
                 selected[f"{name}_lambda{lambda_l:g}"] = entry
             else:
@@ -278,10 +310,14 @@ def units_comment(study: str, model: dict) -> list[str]:
     return lines
 
 
-LAMBDA_COMMENT = {
-    True: "# lambda_l = 1 (the l2_loss multiplier next to UStab): the papers' value.",
-    False: "# lambda_l = 10: a candidate besides the papers' 1; scripts/reproduce.py chooses on the validation split.",
-}
+def lambda_comment(name: str, size: str) -> list[str]:
+    """What the reconstruction multiplier of a lambda_l frontier point means."""
+    lambda_l = float(name.rsplit("_lambda", 1)[1])
+    return [
+        f"# lambda_l = {lambda_l:g}, journal-equivalent (the papers' value is 1): the complex-MSE multiplier next to",
+        f"# UStab is {journal_multiplier(lambda_l, size):g} = lambda_l x {UNROLLS[size]} unroll terms / the journal's 8.",
+        "# scripts/reproduce.py picks one point of the frontier on the validation split.",
+    ]
 
 
 def all_projects() -> dict[pathlib.Path, str]:
@@ -305,7 +341,9 @@ def all_projects() -> dict[pathlib.Path, str]:
             if str(model["model_name"]).startswith("smug."):
                 header += units_comment(study, model)
             if "_lambda" in name:
-                header.append(LAMBDA_COMMENT[name.endswith("_lambda1")])
+                header += lambda_comment(name, size)
+            if model.get("rs_e2e_target") == "teacher":
+                header.append("# rs_e2e_teacher_checkpoint: the MoDL run (modl) must have finished first.")
             files[ROOT / path] = "\n".join(header) + "\n" + yaml.safe_dump(body, sort_keys=False, width=120)
     return files
 

@@ -13,6 +13,16 @@ MODELS = {
         "regularizer_num_pull_layers": 1,
     },
     "rim": {"model_name": "rim.rim.RIM", "hidden_channels": 4, "length": 2, "depth": 1},
+    # A plugin model in the papers' units: it divides each slice by s = max(|Re|, |Im|) of A^H y (threat model tests).
+    "modl_paper": {
+        "model_name": "smug.modl.MoDL",
+        "num_steps": 2,
+        "cg_iters": 3,
+        "denoiser_hidden_channels": 4,
+        "denoiser_num_dubs": 1,
+        "denoiser_num_convs_recon": 1,
+        "intensity_scale": "paper",
+    },
     # A plugin model (randomized): the test-time settings go through its network's `test_time`.
     "smug": {
         "model_name": "smug.smug.SMUG",

@@ -55,9 +55,9 @@ def test_sweeps_map_values_to_condition_overrides(tmp_path):
     assert list(conditions)[:2] == ["main/clean", "main/pgd"]
     acc = conditions["acceleration=8/pgd"]
     assert (acc.acceleration, acc.center_fraction, acc.data_key) == (8, 0.02, (8, 0.02))
-    assert conditions["unrolls=3/clean"].settings == TestTimeSettings(num_steps=3)
-    assert conditions["sigma=0/pgd"].settings == TestTimeSettings(sigma=0.0)
-    assert conditions["num_samples=2/clean"].settings == TestTimeSettings(num_samples=2)
+    assert conditions["unrolls=3/clean"].settings == TestTimeSettings(num_steps=3, normalisation="fixed")
+    assert conditions["sigma=0/pgd"].settings == TestTimeSettings(sigma=0.0, normalisation="fixed")
+    assert conditions["num_samples=2/clean"].settings == TestTimeSettings(num_samples=2, normalisation="fixed")
     budget = conditions["budget=0.1/pgd"].perturbation
     assert (budget.name, budget.settings.budget.value, budget.settings.budget.convention) == (
         "pgd",

@@ -226,6 +226,7 @@ class SmoothedUnrolledNetwork(nn.Module):
         self.intensity_scale = intensity_scale
         self.clamp_noisy_input = bool(clamp_noisy_input)
         self.attack_gradient = AttackGradient.FULL
+        self._scale_measurement: torch.Tensor | None = None  # see scale_from
 
         self.denoiser = build_denoiser(
             denoiser_hidden_channels, denoiser_num_dubs, denoiser_num_convs_recon, compiled=denoiser_compile
@@ -348,8 +349,7 @@ class SmoothedUnrolledNetwork(nn.Module):
         published = self.attack_gradient == AttackGradient.PUBLISHED
         scale = None
         if self.intensity_scale == IntensityScale.PAPER:
-            scale = measured_intensity_scale(adjoint)
-            scale = scale.detach() if published else scale
+            scale = self._intensity_scale(operator, adjoint, published)
             masked_kspace, adjoint = to_unit_scale(masked_kspace, scale), to_unit_scale(adjoint, scale)
         if published:
             masked_kspace = masked_kspace.detach()  # the k-space of the DC right-hand sides only; x_0 keeps its own
@@ -393,6 +393,34 @@ class SmoothedUnrolledNetwork(nn.Module):
                 details.denoised = [d[0].unflatten(0, (draws, -1)) for d in details.denoised]
         x = from_unit_scale(x, scale)
         return (x, details) if return_details else x
+
+    @contextmanager
+    def scale_from(self, measurement: torch.Tensor | None) -> Iterator["SmoothedUnrolledNetwork"]:
+        """Inside the ``with`` block, the intensity scale s (``intensity_scale: paper``) is computed from
+        ``measurement`` (the clean masked k-space of the same batch) instead of the k-space the model receives, and
+        is a constant for gradients: the threat model in which the attacker cannot steer the normalisation, as in the
+        published code (each slice normalised once, before the attack) and in DIRECT's transforms. ``None`` keeps s
+        computed from the input. Without ``intensity_scale: paper`` nothing changes."""
+        previous = self._scale_measurement
+        self._scale_measurement = measurement
+        try:
+            yield self
+        finally:
+            self._scale_measurement = previous
+
+    def _intensity_scale(self, operator: MultiCoilOperator, adjoint: torch.Tensor, published: bool) -> torch.Tensor:
+        """s per slice: of A^H y of the input, or (:meth:`scale_from`) of the given clean measurement, detached."""
+        measurement = self._scale_measurement
+        if measurement is None:
+            scale = measured_intensity_scale(adjoint)
+            return scale.detach() if published else scale
+        if measurement.shape[0] != adjoint.shape[0]:
+            raise ValueError(
+                f"scale_from: the reference measurement holds {measurement.shape[0]} slices, the input batch "
+                f"{adjoint.shape[0]}; they must be the same batch."
+            )
+        with torch.no_grad():
+            return measured_intensity_scale(operator.adjoint(measurement.to(adjoint.device).float()))
 
     def _unroll(self, x, dc_adjoint, operator, noise, rhs_offset, draws, checkpoint_draws):
         """One unroll; returns the next iterate and the denoiser outputs ``(K, N, H, W, 2)``."""

@@ -20,7 +20,13 @@ from smug_plugin.robustness.defense import (
     DefenseSettings,
     read_defense_settings,
 )
-from smug_plugin.robustness.reconstructors import EngineReconstructor, Reconstructor, TestTimeSettings
+from smug_plugin.robustness.reconstructors import (
+    EngineReconstructor,
+    Reconstructor,
+    TestTimeSettings,
+    direct_normalisation_shift,
+    perturbed_measurement,
+)
 
 CS_MODEL_NAME = "cs.l1_wavelet_sense"
 
@@ -89,9 +95,15 @@ class CSReconstructor(Reconstructor):
 
     def reconstruct(self, batch: dict, kspace_delta: torch.Tensor | None, settings: TestTimeSettings) -> torch.Tensor:
         self.applicable(settings)
-        kspace = batch["masked_kspace"] if kspace_delta is None else batch["masked_kspace"] + kspace_delta
-        image = l1_wavelet_sense(self.operator(batch), kspace, self.settings, self.wavelet)
-        return image.norm(dim=-1)  # magnitude (batch, height, width), as the engines' output
+        # CS reads the data as DIRECT normalised them: under the `attacked` threat model that normalisation follows.
+        kspace, ratio = perturbed_measurement(self.data_model.cfg, batch, kspace_delta, settings)
+        image = l1_wavelet_sense(self.operator(batch), kspace, self.settings, self.wavelet).norm(dim=-1)
+        return image if ratio is None else image * ratio.reshape(-1, 1, 1)  # magnitude (batch, H, W), as the engines'
+
+    def normalisation_shift(
+        self, batch: dict, kspace_delta: torch.Tensor | None, settings: TestTimeSettings
+    ) -> torch.Tensor | None:
+        return direct_normalisation_shift(self.data_model.cfg, batch, kspace_delta, settings)
 
     def operator(self, batch: dict) -> MultiCoilOperator:
         return self.data_model.operator(batch)

@@ -191,6 +191,11 @@ class DefendedReconstructor(Reconstructor):
         total = shift if kspace_delta is None else kspace_delta + shift
         return self.inner.reconstruct(batch, total, settings)
 
+    def normalisation_shift(
+        self, batch: dict, kspace_delta: torch.Tensor | None, settings: TestTimeSettings
+    ) -> torch.Tensor | None:
+        return self.inner.normalisation_shift(batch, kspace_delta, settings)
+
     def operator(self, batch: dict) -> MultiCoilOperator:
         return self.inner.operator(batch)
 

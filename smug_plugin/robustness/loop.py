@@ -11,7 +11,7 @@ import pathlib
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -76,7 +76,7 @@ class CleanReconstructions:
         return clean_seed(self.base, model.name, model.settings, self.data, self.batch_key)
 
     def get(self, model: ConfiguredModel) -> torch.Tensor:
-        key = (model.name, model.settings)
+        key = (model.name, replace(model.settings, normalisation=None))  # the same clean image under either
         if key not in self._cache:
             with torch.no_grad():
                 self._cache[key] = model.reconstruct(self.batch, None, noise_seed=self.seed(model))
@@ -92,12 +92,30 @@ class Measurement:
     clean: torch.Tensor  # reconstruction of the batch as acquired
     kspace_delta: torch.Tensor
     seconds: float
+    normalisation_shift: torch.Tensor | None = None  # how far the model's input normalisation moved (batch,)
 
 
 def scale_facts(eps: float, scale: float | None) -> dict:
     """The slice's intensity scale s_ref (DIRECT units, None without fully sampled k-space) and eps in units of it
     (the papers' units), next to ``eps`` in DIRECT's units."""
     return {"intensity_scale": scale, "eps_paper": None if scale is None else eps / scale}
+
+
+def scale_stability(measurement: Measurement, normalisation: str) -> list[dict]:
+    """Per slice: the threat model's normalisation, the factor by which the model's input normalisation moved under
+    the perturbation (1 = not at all; None where the model has none that depends on its input) and the output's
+    overall scale, mean |perturbed reconstruction| / mean |clean reconstruction| (the sanity check `scale_steady`)."""
+    output = measurement.output.detach().abs().flatten(1).mean(dim=1)
+    clean = measurement.clean.detach().abs().flatten(1).mean(dim=1).clamp_min(1e-30)
+    shift = measurement.normalisation_shift
+    return [
+        {
+            "normalisation": normalisation,
+            "normalisation_shift": None if shift is None else float(shift[i]),
+            "output_scale_ratio": float(output[i] / clean[i]),
+        }
+        for i in range(output.shape[0])
+    ]
 
 
 def slice_records(
@@ -113,6 +131,7 @@ def slice_records(
     """One record per slice: where it came from, its seeds (condition, clean reconstruction), the perturbation's
     facts, the slice's intensity scale, image metrics and robustness errors."""
     errors = robustness_errors(measurement.output, measurement.clean, measurement.kspace_delta, batch["masked_kspace"])
+    stability = scale_stability(measurement, condition.settings.threat_normalisation.value)
     return [
         {
             "condition": condition.id,
@@ -130,6 +149,7 @@ def slice_records(
             **scale_facts(measurement.outcome.eps[i], scales[i]),
             **m,
             **e,
+            **stability[i],
             "seconds": measurement.seconds / len(metrics),
         }
         for i, (m, e) in enumerate(zip(metrics, errors))
@@ -303,4 +323,5 @@ class Evaluator:
             delta = outcome.kspace_delta
             with torch.no_grad():
                 output = model.reconstruct(batch, delta, noise_seed=seed)
-        return Measurement(outcome, output, reference, delta, time.perf_counter() - t0)
+        shift = model.normalisation_shift(batch, outcome.kspace_delta)
+        return Measurement(outcome, output, reference, delta, time.perf_counter() - t0, shift)

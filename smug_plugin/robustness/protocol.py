@@ -17,14 +17,20 @@ from smug_plugin.robustness.attacks import Attack, AttackSettings, attack_class,
 from smug_plugin.robustness.reconstructors import TestTimeSettings
 from smug_plugin.robustness.seeds import derive_seed
 from smug_plugin.robustness.sweeps import SWEEPS
+from smug_plugin.robustness.threat_model import DEFAULT_NORMALISATION, parse_normalisation
 
 TRANSFER_FROM_EACH = "each"
 TRANSFER_SEPARATOR = "@"
 MEMBERS_SEPARATOR = "; members: "  # between an ensemble's description and its members'
-PROTOCOL_KEYS = {"name", "seed", "perturbations", "sweeps"}
+PROTOCOL_KEYS = {"name", "seed", "perturbations", "sweeps", "threat_model"}
+THREAT_MODEL_KEYS = {"normalisation"}
 # The test-time settings a sweep may override (the noise seed is the evaluation's, the attack gradient an attack's,
-# never a condition's).
-SHIFTED_SETTINGS = {f.name for f in dataclasses.fields(TestTimeSettings)} - {"noise_seed", "attack_gradient"}
+# the normalisation the threat model's: never a sweep's).
+SHIFTED_SETTINGS = {f.name for f in dataclasses.fields(TestTimeSettings)} - {
+    "noise_seed",
+    "attack_gradient",
+    "normalisation",
+}
 
 
 class ProtocolError(ValueError):
@@ -47,6 +53,9 @@ class PerturbationSpec:
         Compute the perturbation on this model and apply it to every model (``each``: one per model).
     members : tuple[PerturbationSpec, ...]
         The attacks of a composite kind (``ensemble``), all within its budget.
+    normalisation : str, optional
+        This perturbation's threat model for the models' intensity normalisation (``fixed`` or ``attacked``, see
+        `threat_model`); None: the protocol's ``threat_model``.
     """
 
     name: str
@@ -54,6 +63,7 @@ class PerturbationSpec:
     settings: AttackSettings
     transfer_from: str | None = None
     members: tuple["PerturbationSpec", ...] = ()
+    normalisation: str | None = None
 
     @classmethod
     def from_entry(cls, raw: Any, within: str | None = None) -> "PerturbationSpec":
@@ -71,6 +81,7 @@ class PerturbationSpec:
             raise ProtocolError(f"Every perturbation needs a 'name' and a 'kind' (clean, gaussian, pgd); got {raw!r}.")
         entry = dict(raw)
         name, kind, transfer_from = entry.pop("name"), entry.pop("kind"), entry.pop("transfer_from", None)
+        normalisation = entry.pop("normalisation", None)
         raw_members = entry.pop("members", None)
         # Names become condition ids ("<group>/<name>") and transfer names ("<name>@<source>").
         if not isinstance(name, str) or not name or any(c in name for c in ("/", TRANSFER_SEPARATOR)):
@@ -87,7 +98,12 @@ class PerturbationSpec:
         if raw_members is not None and not kind_class.composite:
             raise ProtocolError(f"{where} '{name}': 'members' belongs to an ensemble (kind: ensemble), not '{kind}'.")
         members = cls._members(name, settings, raw_members) if kind_class.composite else ()
-        return cls(name, str(kind), settings, transfer_from, members)
+        if normalisation is not None:
+            try:
+                normalisation = parse_normalisation(normalisation, f"{where} '{name}'").value
+            except ValueError as e:
+                raise ProtocolError(str(e)) from None
+        return cls(name, str(kind), settings, transfer_from, members, normalisation)
 
     @classmethod
     def _members(cls, name: str, settings: AttackSettings, raw: Any) -> tuple["PerturbationSpec", ...]:
@@ -135,6 +151,8 @@ class PerturbationSpec:
         text = self.settings.describe()
         if attack_class(self.kind).white_box:
             text += f", transferred from {self.transfer_from}" if self.transfer_from else ", white-box per model"
+        if self.normalisation is not None:
+            text += f", normalisation {self.normalisation}"
         if self.members:
             text += MEMBERS_SEPARATOR + "; ".join(f"{m.name} ({m.describe()})" for m in self.members)
         return text
@@ -148,6 +166,8 @@ class PerturbationSpec:
             "transfer_from": self.transfer_from,
             "description": self.describe(),
         }
+        if self.normalisation is not None:
+            out["normalisation"] = self.normalisation
         if self.members:
             out["members"] = [m.to_dict() for m in self.members]
         return out
@@ -207,6 +227,8 @@ class Protocol:
     seed: int
     perturbations: list[PerturbationSpec]
     sweeps: dict[str, dict] = field(default_factory=dict)
+    # The threat model of every perturbation that does not state its own (`threat_model.Normalisation`).
+    normalisation: str = DEFAULT_NORMALISATION.value
     source: str = field(default="", compare=False)  # the file or shipped name, for error messages
 
     @property
@@ -240,19 +262,28 @@ class Protocol:
 
     def conditions(self) -> list[Condition]:
         """Every condition to evaluate: main table first, then the sweeps in protocol order."""
-        out = [Condition("main", p) for p in self.perturbations]
+        out = [self._condition("main", p) for p in self.perturbations]
         for name, sweep in self.sweeps.items():
             kind = SWEEPS[name]
             perturbations = [self.perturbation(n) for n in kind.perturbations(sweep)]
             for value in sweep["values"]:
                 overrides = kind.overrides(value, sweep)
-                out += [Condition(name, p, value).with_overrides(**overrides) for p in perturbations]
+                out += [self._condition(name, p, value).with_overrides(**overrides) for p in perturbations]
         return out
+
+    def normalisation_of(self, perturbation: PerturbationSpec) -> str:
+        """The threat model's normalisation under which ``perturbation`` runs."""
+        return perturbation.normalisation or self.normalisation
+
+    def _condition(self, group: str, perturbation: PerturbationSpec, value: float | None = None) -> Condition:
+        settings = TestTimeSettings(normalisation=self.normalisation_of(perturbation))
+        return Condition(group, perturbation, value, settings=settings)
 
     def to_dict(self) -> dict:
         return {
             "name": self.name,
             "seed": self.seed,
+            "threat_model": {"normalisation": self.normalisation},
             "perturbations": [p.to_dict() for p in self.perturbations],
             "sweeps": self.sweeps,
         }
@@ -327,7 +358,7 @@ def _validated(raw: Any, default_name: str) -> Protocol:
             SWEEPS[sweep_name].check(sweep)
         except ValueError as e:
             raise ProtocolError(str(e)) from None
-    protocol = Protocol(name, seed, perturbations, sweeps)
+    protocol = Protocol(name, seed, perturbations, sweeps, _threat_normalisation(raw.get("threat_model")))
     try:
         protocol.conditions()  # resolves every reference and builds every swept budget
     except ValueError as e:
@@ -338,3 +369,17 @@ def _validated(raw: Any, default_name: str) -> Protocol:
 def is_seed(value: Any) -> bool:
     """Whether ``value`` is a seed numpy, torch and random all accept: an int in [0, 2**32 - 1]."""
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32
+
+
+def _threat_normalisation(raw: Any) -> str:
+    """The protocol's ``threat_model: {normalisation: fixed | attacked}`` (default: fixed, the papers')."""
+    if raw is None:
+        return DEFAULT_NORMALISATION.value
+    if not isinstance(raw, dict) or set(raw) - THREAT_MODEL_KEYS:
+        raise ProtocolError(
+            f"'threat_model' must be a mapping with the key 'normalisation' (fixed or attacked), got {raw!r}."
+        )
+    try:
+        return parse_normalisation(raw.get("normalisation", DEFAULT_NORMALISATION.value), "threat_model").value
+    except ValueError as e:
+        raise ProtocolError(str(e)) from None

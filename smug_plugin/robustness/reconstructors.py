@@ -16,8 +16,19 @@ import torch
 
 from smug_plugin.operators import MultiCoilOperator
 from smug_plugin.robustness import direct_adapter
+from smug_plugin.robustness.threat_model import (
+    DEFAULT_NORMALISATION,
+    Normalisation,
+    direct_scaling_factor,
+    measurement_normalisation,
+)
+from smug_plugin.units import IntensityScale, measured_intensity_scale
 
 NOISE_SEED = "noise_seed"
+NORMALISATION = "normalisation"
+# Settings every model runs under: the noise seed (ignored where no noise is drawn) and the threat model's
+# normalisation (`threat_model`), which the reconstructor applies around the model.
+UNIVERSAL_SETTINGS = frozenset({NOISE_SEED, NORMALISATION})
 
 
 @dataclass(frozen=True)
@@ -26,7 +37,9 @@ class TestTimeSettings:
 
     A noise seed matters only to models that draw noise: the others run unchanged under any seed. The attack
     gradient (``full`` or ``published``, see ``smug_plugin.models.unrolled.AttackGradient``) changes the gradient
-    an attack gets, never a reconstruction's value; only PGD with ``gradient: published`` sets it.
+    an attack gets, never a reconstruction's value; only PGD with ``gradient: published`` sets it. ``normalisation``
+    is the threat model's (`threat_model.Normalisation`; None: ``fixed``): whether a perturbation may move the
+    intensity normalisation the model computes from its measurements.
     """
 
     __test__ = False  # not a pytest test class
@@ -36,6 +49,11 @@ class TestTimeSettings:
     num_samples: int | None = None
     noise_seed: int | None = None
     attack_gradient: str | None = None
+    normalisation: str | None = None
+
+    @property
+    def threat_normalisation(self) -> Normalisation:
+        return DEFAULT_NORMALISATION if self.normalisation is None else Normalisation(self.normalisation)
 
     def requested(self) -> dict[str, Any]:
         """The settings that change something (not None)."""
@@ -65,8 +83,8 @@ class Reconstructor(ABC):
         """Names of the `TestTimeSettings` fields this model can apply."""
 
     def unsupported(self, settings: TestTimeSettings) -> frozenset[str]:
-        """The requested settings this model cannot run under (a noise seed is never one of them)."""
-        return frozenset(settings.requested()) - {NOISE_SEED} - self.supported_settings()
+        """The requested settings this model cannot run under (a noise seed or normalisation never is)."""
+        return frozenset(settings.requested()) - UNIVERSAL_SETTINGS - self.supported_settings()
 
     def applicable(self, settings: TestTimeSettings) -> dict[str, Any]:
         """The settings to apply: all requested ones, the noise seed only where the model draws noise."""
@@ -82,7 +100,15 @@ class Reconstructor(ABC):
 
     @abstractmethod
     def reconstruct(self, batch: dict, kspace_delta: torch.Tensor | None, settings: TestTimeSettings) -> torch.Tensor:
-        """Magnitude image (batch, height, width) of ``batch`` with ``kspace_delta`` added, differentiable."""
+        """Magnitude image (batch, height, width) of ``batch`` with ``kspace_delta`` added, differentiable, under the
+        threat model's normalisation (``settings.normalisation``)."""
+
+    def normalisation_shift(
+        self, batch: dict, kspace_delta: torch.Tensor | None, settings: TestTimeSettings
+    ) -> torch.Tensor | None:
+        """The factor ``(batch,)`` by which the intensity normalisation the model applies to its input moved
+        because of ``kspace_delta`` (1: not at all); None where the model has none that depends on the input."""
+        return None
 
     @abstractmethod
     def operator(self, batch: dict) -> MultiCoilOperator:
@@ -131,10 +157,19 @@ class EngineReconstructor(Reconstructor):
     def reconstruct(self, batch: dict, kspace_delta: torch.Tensor | None, settings: TestTimeSettings) -> torch.Tensor:
         # The engine overwrites data["sensitivity_map"] in the dict it gets: always hand it a fresh one.
         data = dict(batch)
-        if kspace_delta is not None:
-            data["masked_kspace"] = batch["masked_kspace"] + kspace_delta
-        with self._applied(settings):
-            return direct_adapter.engine_magnitude(self.engine, data)
+        data["masked_kspace"], ratio = perturbed_measurement(self.cfg, batch, kspace_delta, settings)
+        with self._applied(settings), self._scale_source(batch, kspace_delta, settings):
+            output = direct_adapter.engine_magnitude(self.engine, data)
+        return output if ratio is None else output * _per_slice(ratio, output)
+
+    def _scale_source(self, batch: dict, kspace_delta, settings: TestTimeSettings) -> contextlib.AbstractContextManager:
+        """A model-internal normalisation held at its clean value (plugin models override this)."""
+        return contextlib.nullcontext()
+
+    def normalisation_shift(
+        self, batch: dict, kspace_delta: torch.Tensor | None, settings: TestTimeSettings
+    ) -> torch.Tensor | None:
+        return direct_normalisation_shift(self.cfg, batch, kspace_delta, settings)
 
     def operator(self, batch: dict) -> MultiCoilOperator:
         sensitivity_map = self.engine.compute_sensitivity_map(batch["sensitivity_map"]).detach()
@@ -181,6 +216,32 @@ class PluginReconstructor(EngineReconstructor):
     def is_randomized(self, settings: TestTimeSettings) -> bool:
         with self._applied(settings):
             return bool(self.module.is_randomized)
+
+    @property
+    def _scales_internally(self) -> bool:
+        return getattr(self.module, "intensity_scale", None) == IntensityScale.PAPER
+
+    def _scale_source(self, batch: dict, kspace_delta, settings: TestTimeSettings) -> contextlib.AbstractContextManager:
+        """Under the ``fixed`` threat model the network's s comes from the clean measurement of the batch."""
+        fixed = settings.threat_normalisation == Normalisation.FIXED
+        if not (self._scales_internally and fixed and kspace_delta is not None):
+            return contextlib.nullcontext()
+        return self.module.scale_from(batch["masked_kspace"])
+
+    def normalisation_shift(
+        self, batch: dict, kspace_delta: torch.Tensor | None, settings: TestTimeSettings
+    ) -> torch.Tensor | None:
+        """With ``intensity_scale: paper`` the total divisor of the input is DIRECT's ratio times the network's s of
+        the renormalised input, which (s being homogeneous) is s(A^H (y + delta)) / s(A^H y)."""
+        if not self._scales_internally:
+            return super().normalisation_shift(batch, kspace_delta, settings)
+        n = batch["masked_kspace"].shape[0]
+        if kspace_delta is None or settings.threat_normalisation == Normalisation.FIXED:
+            return torch.ones(n, device=batch["masked_kspace"].device)
+        operator = self.operator(batch)
+        with torch.no_grad():
+            clean = measured_intensity_scale(operator.adjoint(batch["masked_kspace"]))
+            return measured_intensity_scale(operator.adjoint(batch["masked_kspace"] + kspace_delta)) / clean
 
     def relative_work(self, settings: TestTimeSettings) -> float:
         """Unrolls times noise draws (one batch of K draws costs about K reconstructions), relative to the YAML's."""
@@ -238,6 +299,9 @@ class ConfiguredModel:
     def operator(self, batch: dict) -> MultiCoilOperator:
         return self.reconstructor.operator(batch)
 
+    def normalisation_shift(self, batch: dict, kspace_delta: torch.Tensor | None) -> torch.Tensor | None:
+        return self.reconstructor.normalisation_shift(batch, kspace_delta, self.settings)
+
     def with_reconstructor(self, reconstructor: Reconstructor) -> "ConfiguredModel":
         """``reconstructor`` under the same settings; raises `UnsupportedSettings` if it cannot run them."""
         reconstructor.applicable(self.settings)
@@ -248,3 +312,48 @@ class ConfiguredModel:
         settings = replace(self.settings, **changes)
         self.reconstructor.applicable(settings)
         return ConfiguredModel(self.reconstructor, settings)
+
+
+def _per_slice(factor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``factor`` (batch,) shaped to multiply ``like`` (batch first)."""
+    return factor.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)
+
+
+def direct_renormalisation(cfg: Any, clean: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor | None:
+    """DIRECT's scaling factor of the perturbed k-space over the clean one's, per slice, as the inference transforms
+    of ``cfg`` compute it (None: their scale does not come from the measurement)."""
+    percentile = measurement_normalisation(cfg)
+    if percentile is False:
+        return None
+    return direct_scaling_factor(perturbed, percentile) / direct_scaling_factor(clean, percentile).detach()
+
+
+def perturbed_measurement(
+    cfg: Any, batch: dict, kspace_delta: torch.Tensor | None, settings: TestTimeSettings
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The k-space a model of config ``cfg`` receives, and the factor its output is multiplied back by (None: 1).
+
+    Under the ``attacked`` threat model DIRECT's transforms would have normalised the perturbed raw k-space by its
+    own percentile: in the clean normalised units that divides by the ratio of the two scaling factors, and the
+    output, which DIRECT un-normalises, comes back times it. Under ``fixed`` the perturbation is simply added.
+    """
+    if kspace_delta is None:
+        return batch["masked_kspace"], None
+    perturbed = batch["masked_kspace"] + kspace_delta
+    if settings.threat_normalisation != Normalisation.ATTACKED:
+        return perturbed, None
+    ratio = direct_renormalisation(cfg, batch["masked_kspace"], perturbed)
+    return (perturbed, None) if ratio is None else (perturbed / _per_slice(ratio, perturbed), ratio)
+
+
+def direct_normalisation_shift(
+    cfg: Any, batch: dict, kspace_delta: torch.Tensor | None, settings: TestTimeSettings
+) -> torch.Tensor | None:
+    """How far DIRECT's normalisation of a model of config ``cfg`` moved under ``kspace_delta`` (1: fixed; None: its
+    scale does not come from the measurement)."""
+    if measurement_normalisation(cfg) is False:
+        return None
+    if kspace_delta is None or settings.threat_normalisation == Normalisation.FIXED:
+        return torch.ones(batch["masked_kspace"].shape[0], device=batch["masked_kspace"].device)
+    with torch.no_grad():
+        return direct_renormalisation(cfg, batch["masked_kspace"], batch["masked_kspace"] + kspace_delta)

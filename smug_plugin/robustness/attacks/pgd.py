@@ -23,7 +23,7 @@ from smug_plugin.robustness.attacks.base import (
 )
 from smug_plugin.robustness.attacks.budgets import Budget, NormType
 from smug_plugin.robustness.attacks.domain import AttackDomain
-from smug_plugin.robustness.attacks.problem import Lift, Objective, attack_problem
+from smug_plugin.robustness.attacks.problem import AttackSurrogate, Lift, Objective, attack_problem
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,9 @@ class PGDSettings(AttackSettings):
         ``attack_gradient="published"``, which flows through the first denoiser input x_0 = A^H y only, as the
         published code's CG backward. Forward values, and so the objective, are the same either way. Plugin models
         only: DIRECT-native models have no such setting and are reported n/a.
+    surrogate : AttackSurrogate
+        ``self`` (white-box) or ``unsmoothed``: computed on the same network with sigma 0 and transferred to the
+        smoothed model (the 2023 published test code; models without sigma are attacked themselves).
     """
 
     budget: Budget
@@ -65,6 +68,7 @@ class PGDSettings(AttackSettings):
     eot_samples: int = 1
     keep_best: bool = True
     gradient: AttackGradient = AttackGradient.FULL
+    surrogate: AttackSurrogate = AttackSurrogate.SELF
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -86,9 +90,12 @@ class PGDSettings(AttackSettings):
                 ", published gradient (through the first denoiser input only, as the published CG backward; "
                 "DIRECT-native models n/a)"
             )
+        surrogate = ""
+        if self.surrogate == AttackSurrogate.UNSMOOTHED:
+            surrogate = ", computed on the unsmoothed network (sigma 0) and transferred to the smoothed one"
         return (
             f"pgd {self.domain.value} {self.budget.describe()}, {self.steps} steps of {self.step_fraction:.3g} eps, "
-            f"random start={self.random_start}, loss=MSE to {self.target.value}, {draws}{gradient}"
+            f"random start={self.random_start}, loss=MSE to {self.target.value}, {draws}{gradient}{surrogate}"
         )
 
 
@@ -292,6 +299,7 @@ class PGD(Attack):
             target=settings.target,
             eot_samples=settings.eot_samples,
             gradient=settings.gradient,
+            surrogate=settings.surrogate,
         )
         health = GradientHealth(problem.perturbed.support)
         result = projected_gradient_ascent(

@@ -7,6 +7,7 @@ same ball and differ only in how they search it.
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 
 import torch
 
@@ -15,6 +16,16 @@ from smug_plugin.robustness.attacks.base import AttackedModel, AttackTarget, Tar
 from smug_plugin.robustness.attacks.budgets import Budget
 from smug_plugin.robustness.attacks.domain import AttackDomain, PerturbedSignal, perturbed_signal
 from smug_plugin.robustness.attacks.objective import AttackLoss, attack_loss
+
+
+class AttackSurrogate(StrEnum):
+    """Which model an attack differentiates."""
+
+    SELF = "self"  # the attacked model (white-box)
+    # The same network without smoothing (sigma 0), its perturbation transferred to the smoothed model: the SMUG
+    # conference / 2023 published test code. Models without a sigma setting (MoDL, DIRECT's) are attacked themselves.
+    UNSMOOTHED = "unsmoothed"
+
 
 # objective(kspace_delta, draw_index) -> loss per slice, shape (batch,); the attack ascends it.
 Objective = Callable[[torch.Tensor, int], torch.Tensor]
@@ -59,12 +70,18 @@ def attack_problem(
     loss: AttackLoss = AttackLoss.MSE,
     eot_samples: int = 1,
     gradient: AttackGradient = AttackGradient.FULL,
+    surrogate: AttackSurrogate = AttackSurrogate.SELF,
 ) -> AttackProblem:
     """The problem of attacking ``model`` on ``batch`` within ``budget``.
 
-    With ``gradient: published`` the model runs under ``attack_gradient="published"`` (raises
-    ``reconstructors.UnsupportedSettings`` for a model without that setting); forward values are the same.
+    With ``surrogate: unsmoothed`` the attack runs on the model with sigma 0 (where it has that setting), so the
+    objective, the draws and the kept iterate are the surrogate's; the evaluation then reconstructs the perturbation
+    with the model itself (a transfer). With ``gradient: published`` the model runs under
+    ``attack_gradient="published"`` (raises ``reconstructors.UnsupportedSettings`` for a model without that setting);
+    forward values are the same.
     """
+    if AttackSurrogate(surrogate) == AttackSurrogate.UNSMOOTHED and "sigma" in _supported(model):
+        model = model.with_settings(sigma=0.0)
     differentiated = model
     if gradient != AttackGradient.FULL:
         differentiated = model.with_settings(attack_gradient=AttackGradient(gradient).value)
@@ -80,3 +97,8 @@ def attack_problem(
 
     draws = eot_samples if model.is_randomized else 1
     return AttackProblem(objective, perturbed, eps, generator, draws)
+
+
+def _supported(model: AttackedModel) -> frozenset[str]:
+    reconstructor = getattr(model, "reconstructor", None)
+    return reconstructor.supported_settings() if reconstructor is not None else frozenset()

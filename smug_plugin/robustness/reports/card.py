@@ -38,8 +38,9 @@ from smug_plugin.robustness.metrics import summarize
 from smug_plugin.robustness.protocol import MEMBERS_SEPARATOR
 from smug_plugin.robustness.reports.sanity import VERDICT_TEXT, model_verdicts
 from smug_plugin.robustness.reports.tables import json_ready
+from smug_plugin.robustness.threat_model import DEFAULT_NORMALISATION, THREAT_STATEMENTS, Normalisation
 
-CARD_VERSION = 1
+CARD_VERSION = 2  # 2: the threat model
 CARDS = "cards"
 MASK_FACTS = ("name", "accelerations", "center_fractions")  # of the YAML's masking, in the Markdown
 
@@ -99,6 +100,9 @@ CARD_SCHEMA: dict = {
                 }
             ),
             "protocol": _object({"name": {"type": "string"}, "seed": {"type": ["integer", "null"]}}),
+            "threat_model": _object(
+                {"normalisation": {"type": "string", "enum": ["fixed", "attacked"]}, "statement": {"type": "string"}}
+            ),
             "attack": _object(
                 {
                     "perturbation": {"type": "string"},
@@ -227,11 +231,17 @@ def _first_of_family(main: dict[str, list[dict]], entries: dict[str, dict], fami
 def build_card(doc: dict, model: str) -> dict:
     """The card of ``model`` from a ``robustness.json`` document."""
     entries = {p["name"]: p for p in doc["protocol"]["perturbations"]}
+    normalisation = doc["protocol"].get("threat_model", {}).get("normalisation", DEFAULT_NORMALISATION.value)
     main: dict[str, list[dict]] = {}
     for r in doc["records"]:
         if r["group"] == "main" and r["model"] == model:
             main.setdefault(r["perturbation"], []).append(r)
-    worst_name = _worst_case(main, entries)
+    # The worst case is taken under the protocol's declared threat model; a condition with another (a
+    # normalisation attack) is its own finding in the report, not this card's headline.
+    declared = {
+        k: v for k, v in main.items() if entries.get(k, {}).get("normalisation", normalisation) == normalisation
+    }
+    worst_name = _worst_case(declared, entries)
     worst = main.get(worst_name, []) if worst_name else []
     entry = entries.get(worst_name) if worst_name else None
     described = next(m for m in doc["models"] if m["name"] == model)
@@ -258,6 +268,7 @@ def build_card(doc: dict, model: str) -> dict:
             "data_issues": len(doc.get("data_issues", [])),
         },
         "protocol": {"name": doc["protocol"]["name"], "seed": doc["protocol"].get("seed")},
+        "threat_model": {"normalisation": normalisation, "statement": THREAT_STATEMENTS[Normalisation(normalisation)]},
         "attack": None
         if entry is None
         else {
@@ -327,6 +338,7 @@ def card_markdown(card: dict) -> str:
         f"| mask | {mask} |",
         f"| protocol | {card['protocol']['name']} (seeds: run {card['seeds']['run']}, protocol "
         f"{card['seeds']['protocol']}) |",
+        f"| threat model | {card['threat_model']['statement']} |",
     ]
     if attack is not None:
         # The members' own descriptions are in the member table below.

@@ -12,7 +12,10 @@ of one sweep value, or one ensemble condition) and one ball (budget and domain),
 - ``gradient_free_vs_gradient``: the gradient-free attack is not stronger than the gradient attacks (it is when
   gradients are masked: hidden, zero, or uninformative);
 - ``eot_converges``: the EOT average of a randomized model's gradient settles as its draws double;
-- ``gradients_finite_nonzero``: no attack step saw an exactly zero or a non-finite gradient.
+- ``gradients_finite_nonzero``: no attack step saw an exactly zero or a non-finite gradient;
+- ``scale_steady``: no perturbation moved the intensity normalisation a model computes from its input by more than
+  ``NORMALISATION_TOLERANCE``, nor its output's overall scale (mean magnitude) by more than ``OUTPUT_SCALE_TOLERANCE``
+  (an attack that wins by rescaling the image measures the normalisation, not the network).
 """
 
 import math
@@ -30,6 +33,10 @@ VERDICT_TEXT = {PASS: "pass", WARN: "**warn**", NA: "not applicable"}
 PSNR_TOLERANCE_DB = 0.05
 MIN_RISING_FRACTION = 0.9  # of the slices whose objective must rise above the start
 EOT_SETTLED = 0.5  # ||g_2n - g_n|| / ||g_2n|| at the largest n, median over slices
+# Fractions by which an attack may move a model's input normalisation (s or DIRECT's percentile) and its output's
+# mean magnitude on any slice before the check warns.
+NORMALISATION_TOLERANCE = 0.05
+OUTPUT_SCALE_TOLERANCE = 0.2
 CHECKS = {
     "objective_rises": "The objective rises over the steps (white-box gradient attacks)",
     "budget_monotone": "Damage is monotone in the budget (budget sweep)",
@@ -38,6 +45,7 @@ CHECKS = {
     "gradient_free_vs_gradient": "The gradient-free attack is not stronger than the gradient attacks",
     "eot_converges": "The EOT gradient estimate settles as the draws grow (randomized models)",
     "gradients_finite_nonzero": "No zero or non-finite gradients",
+    "scale_steady": "Attacks do not move the models' intensity normalisation or the output's overall scale",
 }
 
 
@@ -336,6 +344,42 @@ def gradients_finite_nonzero(items: list[Observation]) -> dict:
     )
 
 
+def scale_steady(items: list[Observation]) -> dict:
+    verdicts, evidence = Verdicts(), _evidence("bar", "attack", "largest move on a slice (fraction)")
+    for o in items:
+        if o.family == "none":
+            continue
+        shifts = [abs(v - 1) for v in o.facts("normalisation_shift") if _finite(v)]
+        outputs = [abs(v - 1) for v in o.facts("output_scale_ratio") if _finite(v)]
+        if not shifts and not outputs:
+            continue
+        shift, output = max(shifts, default=0.0), max(outputs, default=0.0)
+        ok = shift <= NORMALISATION_TOLERANCE and output <= OUTPUT_SCALE_TOLERANCE
+        normalisation = o.facts("normalisation")
+        detail = (
+            f"{o.scope} {o.attack} (normalisation {normalisation[0] if normalisation else 'n/a'}): the input "
+            f"normalisation moved by up to {shift:.1%}"
+            + ("" if shifts else " (none depends on the input)")
+            + f", the output's mean magnitude by up to {output:.1%}"
+        )
+        verdicts.add(o.model, ok, detail)
+        if o.scope.startswith("main"):
+            label = f"{o.model}: {o.attack}"
+            evidence["series"].append(
+                {"label": label, "x": ["input normalisation", "output scale"], "y": [shift, output]}
+            )
+    return _check(
+        "scale_steady",
+        verdicts,
+        evidence,
+        f"no attack moved a normalisation by more than {NORMALISATION_TOLERANCE:.0%} or an output's scale by more "
+        f"than {OUTPUT_SCALE_TOLERANCE:.0%}",
+        f"an attack moved the input normalisation (> {NORMALISATION_TOLERANCE:.0%}) or the output's overall scale "
+        f"(> {OUTPUT_SCALE_TOLERANCE:.0%}) of {{}}: its numbers measure the normalisation as much as the network "
+        "(a `normalisation: attacked` condition, or a model that normalises by a statistic of its input)",
+    )
+
+
 def sanity_checks(records: list[dict], protocol: dict) -> list[dict]:
     """Every check on the records of an evaluation (``protocol`` as in robustness.json, transfers expanded)."""
     items = observations(records, protocol)
@@ -347,12 +391,18 @@ def sanity_checks(records: list[dict], protocol: dict) -> list[dict]:
         gradient_free_vs_gradient(items),
         eot_converges(items),
         gradients_finite_nonzero(items),
+        scale_steady(items),
     ]
 
 
 def warnings_of(checks: list[dict]) -> list[str]:
     """One line per check that warns, for the top of robustness.md."""
-    return [f"sanity check `{c['check']}` warns: {c['summary']}." for c in checks if c["verdict"] == WARN]
+    return [
+        f"sanity check `{c['check']}` warns: {c['summary']}"
+        + (f" (figure: [{c['figure']}]({c['figure']}))." if c["figure"] else ".")
+        for c in checks
+        if c["verdict"] == WARN
+    ]
 
 
 def markdown_section(checks: list[dict]) -> list[str]:

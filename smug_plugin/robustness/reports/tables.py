@@ -15,6 +15,7 @@ from smug_plugin.provenance import package_versions
 from smug_plugin.robustness.metrics import summarize, volume_metrics
 from smug_plugin.robustness.protocol import TRANSFER_SEPARATOR
 from smug_plugin.robustness.reports.sanity import markdown_section, sanity_checks, warnings_of
+from smug_plugin.robustness.threat_model import DEFAULT_NORMALISATION, THREAT_STATEMENTS, Normalisation
 
 SCHEMA_VERSION = 1
 METRICS = ("psnr", "ssim", "nmse", "rob_err", "rob_err_rel", "rob_ratio")
@@ -151,6 +152,19 @@ def _mean_std_delta(row: dict, metric: str, digits: int, is_reference: bool) -> 
     text = f"{_fmt(row[f'{metric}_mean'], digits)} ± {_fmt(row[f'{metric}_std'], digits)}"
     delta = row.get(f"{metric}_delta_ref")
     return text if is_reference or delta is None else f"{text} ({_fmt(delta, digits, '+')})"
+
+
+def threat_model_lines(protocol: dict) -> list[str]:
+    """The declared threat model, and the perturbations that run under another one, for the top of robustness.md."""
+    declared = protocol.get("threat_model", {}).get("normalisation", DEFAULT_NORMALISATION.value)
+    lines = [f"**Threat model** (normalisation `{declared}`): {THREAT_STATEMENTS[Normalisation(declared)]}."]
+    others = [p for p in protocol["perturbations"] if p.get("normalisation", declared) != declared]
+    for p in others:
+        lines.append(
+            f"Perturbation **{p['name']}** runs under normalisation `{p['normalisation']}`: "
+            f"{THREAT_STATEMENTS[Normalisation(p['normalisation'])]}."
+        )
+    return [" ".join(lines), ""]
 
 
 def notices(data_issues: list[dict], warnings: list[str], sanity: list[str] | None = None) -> list[str]:
@@ -311,7 +325,7 @@ def write_reports(
         cells = {k: "n/a" if k.endswith(NUMERIC_SUFFIXES) and _missing(v) else v for k, v in row.items()}
         writer.writerow({**cells, "description": descriptions.get(row["perturbation"], "")})
     atomic_write_text(paths["csv"], buf.getvalue())
-    preamble = notices(data_issues, warnings, warnings_of(checks))
+    preamble = threat_model_lines(protocol) + notices(data_issues, warnings, warnings_of(checks))
     md = markdown_table(rows, names, reference, descriptions, layout, preamble, equivalents, records, checks)
     atomic_write_text(paths["md"], md)
     return paths
