@@ -17,6 +17,13 @@ USTAB_LOSS = "ustab_loss"
 PLUGIN_LOSSES = (DENOISER_LOSS, USTAB_LOSS)
 
 
+class RSE2ETarget(DirectEnum):
+    """What RS-E2E's reconstruction losses compare its output with."""
+
+    GROUND_TRUTH = "ground_truth"  # the fully sampled image, like every other model of the family
+    TEACHER = "teacher"  # a frozen trained MoDL's reconstruction of the same batch (the published distillation)
+
+
 class UStabTarget(DirectEnum):
     """What the denoised noisy iterates D(x_n + eta) are pulled towards."""
 
