@@ -77,11 +77,15 @@ class UnrollDetails:
     scale : torch.Tensor, optional
         The intensity scale s ``(N,)`` of each slice with ``intensity_scale: paper``: ``iterates`` and ``denoised``
         are in units of s (the UStab target must be divided by it). ``None`` in DIRECT's units.
+    draws : torch.Tensor, optional
+        RS-E2E with noise: the reconstruction of every noise draw ``(K, N, H, W, 2)`` before the average, in units
+        of s like ``iterates`` (the published training's loss is taken per draw). ``None`` for the other models.
     """
 
     iterates: list[torch.Tensor] = field(default_factory=list)
     denoised: list[torch.Tensor] = field(default_factory=list)
     scale: torch.Tensor | None = None
+    draws: torch.Tensor | None = None
 
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
@@ -404,7 +408,10 @@ class SmoothedUnrolledNetwork(nn.Module):
             x = x_next
 
         if self.smoothing == Smoothing.INPUT and self.is_randomized:
-            x = x.unflatten(0, (draws, -1)).mean(0)
+            x = x.unflatten(0, (draws, -1))
+            if return_details:
+                details.draws = x
+            x = x.mean(0)
             if return_details:
                 details.iterates = [it.unflatten(0, (draws, -1)) for it in details.iterates]
                 details.denoised = [d[0].unflatten(0, (draws, -1)) for d in details.denoised]
