@@ -3,10 +3,17 @@
 import pytest
 import torch
 from conftest import multicoil_inputs
-from direct.data.transforms import fft2, ifft2
+from direct.data.transforms import fft2, ifft2, modulus
+from test_complex_mse_loss import TINY as ENGINE_TINY
+from test_complex_mse_loss import batch, engine
 
+from smug_plugin.losses.smoothing import complex_target_image
+from smug_plugin.models.didn import DIDN
+from smug_plugin.models.modl import MoDL
 from smug_plugin.models.rs_e2e import RSE2E
 from smug_plugin.models.smug import SMUG
+from smug_plugin.models.weighted_smug import WeightedSMUG
+from smug_plugin.operators import MultiCoilOperator
 from smug_plugin.units import clamp_noisy, measured_intensity_scale
 
 TINY = dict(num_steps=2, cg_iters=3, denoiser_hidden_channels=4, denoiser_num_dubs=1, denoiser_num_convs_recon=1)
@@ -69,3 +76,83 @@ def test_dc_input_is_checked():
         rs_e2e(rs_e2e_dc_input="published")
     with pytest.raises(ValueError, match="rs_e2e_dc_input is a setting of smug.rs_e2e.RSE2E only"):
         SMUG(fft2, ifft2, rs_e2e_dc_input="clean", **TINY)
+
+
+def save_modl(path, **overrides) -> MoDL:
+    """A MoDL with the engine tests' sizes (and random weights), saved as `direct train` does."""
+    torch.manual_seed(1)
+    modl = MoDL(fft2, ifft2, **ENGINE_TINY, **overrides)
+    torch.save({"model": modl.state_dict(), "iteration": 3}, path)
+    return modl.eval()
+
+
+def teacher_engine(path, **overrides):
+    checkpoint = None if path is None else str(path)
+    settings = dict(rs_e2e_target="teacher", rs_e2e_teacher_checkpoint=checkpoint, rs_e2e_dc_input="clean")
+    return engine("RS-E2E", ["l2_loss", "complex_mse_loss"], **{**settings, **overrides})
+
+
+def with_target(data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    operator = MultiCoilOperator(fft2, ifft2, data["sensitivity_map"], data["sampling_mask"])
+    return {**data, "target": modulus(complex_target_image(data["kspace"], operator))}
+
+
+@pytest.mark.parametrize("units", ["direct", "paper"])
+def test_teacher_reconstruction_is_the_target_of_every_reconstruction_loss(tmp_path, units):
+    modl = save_modl(tmp_path / "model_3.pt", intensity_scale=units)
+    rs = teacher_engine(tmp_path / "model_3.pt", intensity_scale=units)
+    rs._load_teacher()
+    data = with_target(batch())
+    ground_truth = data["target"]
+    with torch.no_grad():
+        teacher = modl(data["masked_kspace"], data["sampling_mask"], data["sensitivity_map"])
+    torch.manual_seed(5)
+    rs.forward_function(data)
+    loss = rs._compute_plugin_loss("complex_mse_loss")
+
+    # DIRECT's losses (l2_loss here) read data["target"]: now the teacher's magnitude, not the ground truth.
+    torch.testing.assert_close(data["target"], modulus(teacher))
+    assert (data["target"] - ground_truth).abs().max() > 0.1
+    # complex_mse_loss: per noise draw, towards the teacher (s^2-weighted errors in units of s: DIRECT's units).
+    torch.manual_seed(5)
+    _, details = rs.model(data["masked_kspace"], data["sampling_mask"], data["sensitivity_map"], return_details=True)
+    s = 1.0 if details.scale is None else details.scale[:, None, None, None]
+    assert details.draws.shape[0] == 2
+    torch.testing.assert_close(loss, ((s * details.draws - teacher) ** 2).mean())
+    assert not torch.isclose(loss, ((s * details.draws - complex_target_image_of(data)) ** 2).mean(), rtol=0.1)
+    assert not any(p.requires_grad for p in rs._teacher.parameters())
+
+
+def complex_target_image_of(data):
+    operator = MultiCoilOperator(fft2, ifft2, data["sensitivity_map"], data["sampling_mask"])
+    return complex_target_image(data["kspace"], operator)
+
+
+def test_ground_truth_is_the_default_target(tmp_path):
+    rs = engine("RS-E2E", ["l2_loss", "complex_mse_loss"])
+    rs._load_teacher()
+    data = with_target(batch())
+    target = data["target"]
+    torch.manual_seed(5)
+    output, _ = rs.forward_function(data)
+    assert rs._teacher is None and data["target"] is target
+    torch.testing.assert_close(
+        rs._compute_plugin_loss("complex_mse_loss"), torch.nn.functional.mse_loss(output, complex_target_image_of(data))
+    )
+
+
+def test_missing_or_wrong_teacher_gives_a_one_line_error_naming_the_key(tmp_path):
+    with pytest.raises(ValueError, match="rs_e2e_target: teacher needs model.rs_e2e_teacher_checkpoint"):
+        teacher_engine(None)._load_teacher()
+    with pytest.raises(FileNotFoundError, match="rs_e2e_teacher_checkpoint .*smug.modl.MoDL"):
+        teacher_engine(tmp_path / "absent.pt")._load_teacher()
+    didn = DIDN(denoiser_hidden_channels=4, denoiser_num_dubs=1, denoiser_num_convs_recon=1)
+    torch.save({"model": didn.state_dict()}, tmp_path / "didn.pt")
+    wide = MoDL(fft2, ifft2, **{**ENGINE_TINY, "denoiser_hidden_channels": 8})
+    torch.save({"model": wide.state_dict()}, tmp_path / "wide.pt")
+    weighted = WeightedSMUG(fft2, ifft2, **ENGINE_TINY)
+    torch.save({"model": weighted.state_dict()}, tmp_path / "weighted.pt")
+    for name in ("didn.pt", "wide.pt", "weighted.pt"):
+        with pytest.raises(ValueError, match="rs_e2e_teacher_checkpoint .* is not a smug.modl.MoDL") as error:
+            teacher_engine(tmp_path / name)._load_teacher()
+        assert "\n" not in str(error.value)
