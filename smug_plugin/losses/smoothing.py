@@ -1,6 +1,6 @@
-"""Denoiser pre-training loss and the unrolled-stability (UStab) loss.
+"""Denoiser pre-training loss, the unrolled-stability (UStab) loss and the journal's reconstruction loss.
 
-Both compare complex images ``(..., H, W, 2)`` by their mean squared error, as the papers' ||.||^2 terms
+All compare complex images ``(..., H, W, 2)`` by their mean squared error, as the papers' ||.||^2 terms
 (averaged over pixels so the weight lambda_l of the reconstruction term keeps its meaning across image sizes).
 """
 
@@ -13,8 +13,16 @@ from smug_plugin.operators import MultiCoilOperator
 
 DENOISER_LOSS = "denoiser_loss"
 USTAB_LOSS = "ustab_loss"
+COMPLEX_MSE_LOSS = "complex_mse_loss"
 # Names an engine of the family accepts in `training.loss.losses` besides DIRECT's own.
-PLUGIN_LOSSES = (DENOISER_LOSS, USTAB_LOSS)
+PLUGIN_LOSSES = (DENOISER_LOSS, USTAB_LOSS, COMPLEX_MSE_LOSS)
+
+
+class RSE2ETarget(DirectEnum):
+    """What RS-E2E's reconstruction losses compare its output with."""
+
+    GROUND_TRUTH = "ground_truth"  # the fully sampled image, like every other model of the family
+    TEACHER = "teacher"  # a frozen trained MoDL's reconstruction of the same batch (the published distillation)
 
 
 class UStabTarget(DirectEnum):
@@ -69,13 +77,44 @@ def ustab_loss(
         raise ValueError(f"ustab_loss needs one anchor per unroll, got {len(denoised)} unrolls, {len(anchors)}.")
     total = denoised[0].new_zeros(())
     for samples, anchor in zip(denoised, anchors, strict=True):
-        if anchor.ndim == samples.ndim - 1:
-            anchor = anchor.unsqueeze(0)
-        error = (samples - anchor) ** 2
-        if slice_weights is not None:
-            error = error * slice_weights.reshape(-1, 1, 1, 1)
-        total = total + torch.mean(error)
+        total = total + _mean_squared_error(samples, anchor, slice_weights)
     return total
+
+
+def complex_mse_loss(
+    output: torch.Tensor, target: torch.Tensor, slice_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The journal's reconstruction term: the mean over pixels and both channels of (x - t)^2 (torch's MSELoss on
+    the real and imaginary channels), not DIRECT's ``l2_loss`` of magnitudes.
+
+    Parameters
+    ----------
+    output : torch.Tensor
+        The reconstruction ``(N, H, W, 2)``, or one per noise draw ``(K, N, H, W, 2)`` (the mean over draws of
+        their errors, as the published RS-E2E training).
+    target : torch.Tensor
+        The complex target ``(N, H, W, 2)``.
+    slice_weights : torch.Tensor, optional
+        A weight ``(N,)`` of each slice's squared errors, as in :func:`ustab_loss`; none: 1.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar loss.
+    """
+    return _mean_squared_error(output, target, slice_weights)
+
+
+def _mean_squared_error(
+    samples: torch.Tensor, anchor: torch.Tensor, slice_weights: torch.Tensor | None
+) -> torch.Tensor:
+    """mean((samples - anchor)^2), each slice's errors weighted; ``samples`` may carry a leading draw axis."""
+    if anchor.ndim == samples.ndim - 1:
+        anchor = anchor.unsqueeze(0)
+    error = (samples - anchor) ** 2
+    if slice_weights is not None:
+        error = error * slice_weights.reshape(-1, 1, 1, 1)
+    return torch.mean(error)
 
 
 def ustab_anchors(

@@ -23,12 +23,13 @@ _SIGNATURES = {
 }
 
 
-def checkpoint_fix(setting: str) -> str:
-    """What a user does about a bad checkpoint given in ``model.<setting>``."""
-    return (
-        f"retrain, or point model.{setting} at a model_<iteration>.pt written by `direct train` for smug.didn.DIDN "
-        "(or another smug.* model)"
-    )
+# The models whose checkpoints a setting accepts, unless the caller names others.
+ANY_FAMILY_MODEL = "smug.didn.DIDN (or another smug.* model)"
+
+
+def checkpoint_fix(setting: str, models: str = ANY_FAMILY_MODEL) -> str:
+    """What a user does about a bad checkpoint given in ``model.<setting>``, which should be one of ``models``."""
+    return f"retrain, or point model.{setting} at a model_<iteration>.pt written by `direct train` for {models}"
 
 
 def describe_file(path: pathlib.Path) -> str:
@@ -80,7 +81,9 @@ def load_weights_only(path: pathlib.Path, where: str, fix: str) -> Any:
         ) from None
 
 
-def read_model_state(checkpoint: str | pathlib.Path, setting: str) -> dict[str, torch.Tensor]:
+def read_model_state(
+    checkpoint: str | pathlib.Path, setting: str, models: str = ANY_FAMILY_MODEL
+) -> dict[str, torch.Tensor]:
     """The model weights (``checkpoint["model"]``) of a ``direct train`` checkpoint.
 
     Parameters
@@ -89,6 +92,8 @@ def read_model_state(checkpoint: str | pathlib.Path, setting: str) -> dict[str, 
         A ``model_<iteration>.pt`` (or a file holding a bare state dict).
     setting : str
         The ``model:`` key that named the file, for the error messages.
+    models : str
+        The models whose checkpoints the setting accepts, for the error messages.
 
     Returns
     -------
@@ -105,13 +110,15 @@ def read_model_state(checkpoint: str | pathlib.Path, setting: str) -> dict[str, 
     path = pathlib.Path(checkpoint)
     where = f"model.{setting} {str(path)!r}"
     if not path.is_file():
-        raise FileNotFoundError(f"{where} does not exist or is not a file: {checkpoint_fix(setting)}.")
-    state = load_weights_only(path, where, checkpoint_fix(setting))
+        raise FileNotFoundError(f"{where} does not exist or is not a file: {checkpoint_fix(setting, models)}.")
+    state = load_weights_only(path, where, checkpoint_fix(setting, models))
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not is_state_dict(state):
         kind = type(state).__name__ if not isinstance(state, dict) else "dict without a state dict under 'model'"
-        raise ValueError(f"{where} holds a {kind}, not the weights of a `direct train` run: {checkpoint_fix(setting)}.")
+        raise ValueError(
+            f"{where} holds a {kind}, not the weights of a `direct train` run: {checkpoint_fix(setting, models)}."
+        )
     return state
 
 

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 from direct.config.defaults import ModelConfig
 
-from smug_plugin.losses.smoothing import UStabTarget
+from smug_plugin.losses.smoothing import RSE2ETarget, UStabTarget
 from smug_plugin.models import unknown_name_error
 from smug_plugin.models.data_consistency import CGBackward
+from smug_plugin.models.unrolled import RSE2EDCInput
 from smug_plugin.units import IntensityScale
 
 
@@ -78,7 +79,17 @@ class WeightedSMUGConfig(SMUGConfig):
 
 @dataclass
 class RSE2EConfig(SMUGConfig):
-    """SMUG's settings (sigma, K, noise seed) for end-to-end smoothing."""
+    """SMUG's settings (sigma, K, noise seed) for end-to-end smoothing, and the published variant's."""
+
+    # noisy: A^H y + eta in every DC right-hand side (the journal's text; the default, so that earlier runs keep
+    # their meaning). clean: the measured A^H y there, the noise in the first denoiser input only (published code).
+    rs_e2e_dc_input: RSE2EDCInput = RSE2EDCInput.NOISY
+    # Read by the engine. ground_truth: the reconstruction losses compare with the fully sampled image. teacher:
+    # with the reconstruction of the same batch by a frozen MoDL (the published training), read from
+    # rs_e2e_teacher_checkpoint (a `direct train` model_<iteration>.pt of smug.modl.MoDL with this config's
+    # num_steps, lambda, CG, denoiser and intensity_scale settings).
+    rs_e2e_target: RSE2ETarget = RSE2ETarget.GROUND_TRUTH
+    rs_e2e_teacher_checkpoint: str | None = None
 
 
 @dataclass

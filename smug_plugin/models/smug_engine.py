@@ -1,10 +1,12 @@
 """DIRECT engines of the plugin models (``direct.nn.smug.smug_engine.<Class>Engine``).
 
 DIRECT's ``MRIModelEngine`` does the iteration, the backward pass, validation and checkpointing. These engines
-add the family's forward call and its two losses, which DIRECT's hard-coded loss list does not know:
-``denoiser_loss`` (pre-training, ``smug.didn.DIDN``) and ``ustab_loss`` (fine-tuning). They need quantities
-DIRECT's loss signature ``fn(source, target, reduction, size)`` cannot carry (the denoiser outputs at every
-unroll, the complex target), so ``forward_function`` keeps them for the loss callables of the same iteration.
+add the family's forward call and its losses, which DIRECT's hard-coded loss list does not know:
+``denoiser_loss`` (pre-training, ``smug.didn.DIDN``), ``ustab_loss`` (fine-tuning) and ``complex_mse_loss`` (the
+journal's reconstruction term). They need quantities DIRECT's loss signature ``fn(source, target, reduction, size)``
+cannot carry (the denoiser outputs at every unroll, the complex output and target), so ``forward_function`` keeps
+them for the loss callables of the same iteration. RS-E2E may train towards a frozen MoDL's reconstruction instead
+of the ground truth (``rs_e2e_target: teacher``, the published training).
 """
 
 import copy
@@ -13,25 +15,37 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+from direct.data.transforms import modulus
 from direct.nn.loss_keys import KeyedLossFn
 from direct.nn.mri_models import MRIModelEngine
 from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
 from smug_plugin.losses.smoothing import (
+    COMPLEX_MSE_LOSS,
     DENOISER_LOSS,
     PLUGIN_LOSSES,
     USTAB_LOSS,
+    RSE2ETarget,
     UStabTarget,
+    complex_mse_loss,
     complex_target_image,
     denoiser_pretraining_loss,
     ustab_anchors,
     ustab_loss,
 )
+from smug_plugin.models.checkpoint import read_model_state, state_mismatch
 from smug_plugin.models.denoiser import apply_denoiser, load_denoiser_state
+from smug_plugin.models.modl import MoDL
 from smug_plugin.operators import MultiCoilOperator
 from smug_plugin.robustness.validation import RobustValidation, attacked_kspace
-from smug_plugin.units import IntensityScale, from_unit_scale, reference_intensity_scale, to_unit_scale
+from smug_plugin.units import (
+    IntensityScale,
+    from_unit_scale,
+    parse_choice,
+    reference_intensity_scale,
+    to_unit_scale,
+)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -123,7 +137,7 @@ def _only_native_losses(cfg, native_losses):
 class UnrolledEngine(_FamilyEngine):
     """Engine of MoDL, SMUG, SMUGv0, Weighted SMUG and RS-E2E (one network class, one engine)."""
 
-    supported_losses = (USTAB_LOSS,)
+    supported_losses = (USTAB_LOSS, COMPLEX_MSE_LOSS)
 
     def __init__(
         self, cfg, model, device, forward_operator=None, backward_operator=None, mixed_precision=False, **models
@@ -211,7 +225,7 @@ class UnrolledEngine(_FamilyEngine):
         return (loss_dict, metrics, *visualisation)
 
     def forward_function(self, data: dict[str, Any]) -> tuple[torch.Tensor, None]:
-        needs_details = self.model.training and USTAB_LOSS in self._plugin_loss_names()
+        plugin_losses = self._plugin_loss_names() if self.model.training else []
         if self._attacking:
             data["masked_kspace"] = attacked_kspace(
                 lambda kspace: self.model(kspace, data["sampling_mask"], data["sensitivity_map"]),
@@ -221,22 +235,56 @@ class UnrolledEngine(_FamilyEngine):
                 self._robust_validation,
                 self._reference_scale(data) if self._robust_validation.needs_reference_scale else None,
             ).detach()
+        teacher = self._teacher_reconstruction(data) if self.model.training else None
+        if teacher is not None:
+            # DIRECT's losses read data["target"]: they compare the magnitude of the averaged output (not each draw's)
+            # with the teacher's reconstruction; complex_mse_loss below takes the published per-draw form.
+            if data["target"].shape != teacher.shape[:-1]:
+                raise ValueError(
+                    f"The teacher's reconstruction {tuple(teacher.shape[:-1])} and the training target "
+                    f"{tuple(data['target'].shape)} differ in shape: rs_e2e_target: teacher needs uncropped targets."
+                )
+            data["target"] = modulus(teacher).to(data["target"].dtype)
         output = self.model(
             masked_kspace=data["masked_kspace"],
             sampling_mask=data["sampling_mask"],
             sensitivity_map=data["sensitivity_map"],
-            return_details=needs_details,
+            return_details=bool(plugin_losses),
         )
         self._loss_inputs = {}
-        if needs_details:
+        if plugin_losses:
             output, details = output
-            self._loss_inputs[USTAB_LOSS] = (details, self._complex_target(data))
+            ground_truth = None
+            if USTAB_LOSS in plugin_losses or teacher is None:
+                ground_truth = self._complex_target(data)
+            if USTAB_LOSS in plugin_losses:
+                self._loss_inputs[USTAB_LOSS] = (details, ground_truth)
+            if COMPLEX_MSE_LOSS in plugin_losses:
+                self._loss_inputs[COMPLEX_MSE_LOSS] = self._complex_mse_inputs(output, details, ground_truth, teacher)
         return output, None
 
+    def _teacher_reconstruction(self, data: dict[str, Any]) -> torch.Tensor | None:
+        """The target image of the reconstruction losses when it is not the ground truth (RS-E2E's teacher)."""
+        return None
+
+    @staticmethod
+    def _complex_mse_inputs(output, details, ground_truth, teacher) -> tuple:
+        """The prediction, target and slice weights of complex_mse_loss, in UStab's units (see
+        :meth:`_compute_plugin_loss`). Towards a teacher, RS-E2E's error is taken per noise draw, as published."""
+        if teacher is not None and details.draws is not None:
+            prediction = details.draws  # already in units of s
+        else:
+            prediction = to_unit_scale(output, details.scale)
+        target = to_unit_scale(ground_truth if teacher is None else teacher, details.scale)
+        return prediction, target, _slice_weights(details)
+
     def _compute_plugin_loss(self, name: str) -> torch.Tensor:
-        """UStab on the unrolls' own scale. With ``intensity_scale: paper`` the iterates are in units of s: the
-        target is divided by s, and the squared errors are weighted by s^2 per slice, which puts UStab in DIRECT's
-        units like DIRECT's reconstruction loss next to it, so that lambda_l weighs the two as in the papers."""
+        """UStab (and complex_mse_loss) on the unrolls' own scale. With ``intensity_scale: paper`` the iterates are
+        in units of s: the target is divided by s, and the squared errors are weighted by s^2 per slice, which puts
+        UStab in DIRECT's units like DIRECT's reconstruction loss next to it, so that lambda_l weighs the two as in
+        the papers. complex_mse_loss is weighted alike, so that it and UStab keep the journal's ratio."""
+        if name == COMPLEX_MSE_LOSS:
+            return complex_mse_loss(*self._loss_inputs[name])
         details, target = self._loss_inputs[name]
         target = to_unit_scale(target, details.scale)
         network = _unwrap(self.model)
@@ -251,8 +299,12 @@ class UnrolledEngine(_FamilyEngine):
             frozen,
             detach=bool(self.cfg.model.ustab_detach_target),
         )
-        weights = None if details.scale is None else details.scale.square()
-        return ustab_loss(details.denoised, anchors, slice_weights=weights)
+        return ustab_loss(details.denoised, anchors, slice_weights=_slice_weights(details))
+
+
+def _slice_weights(details) -> torch.Tensor | None:
+    """s^2 per slice with ``intensity_scale: paper`` (errors in units of s back in DIRECT's units); else none."""
+    return None if details.scale is None else details.scale.square()
 
 
 class MoDLEngine(UnrolledEngine):
@@ -272,7 +324,61 @@ class WeightedSMUGEngine(UnrolledEngine):
 
 
 class RSE2EEngine(UnrolledEngine):
-    """Engine of ``smug.rs_e2e.RSE2E``."""
+    """Engine of ``smug.rs_e2e.RSE2E``; with ``rs_e2e_target: teacher`` the reconstruction losses compare with a
+    frozen MoDL's reconstruction of the batch (the published training) instead of the ground truth."""
+
+    def __init__(
+        self, cfg, model, device, forward_operator=None, backward_operator=None, mixed_precision=False, **models
+    ):
+        super().__init__(cfg, model, device, forward_operator, backward_operator, mixed_precision, **models)
+        self._teacher: MoDL | None = None
+
+    def train(self, *args, **kwargs) -> None:
+        """DIRECT's training, after reading the teacher (it is not part of the run's checkpoints)."""
+        self._load_teacher()
+        super().train(*args, **kwargs)
+
+    def _load_teacher(self) -> None:
+        """Builds the frozen MoDL of ``rs_e2e_target: teacher`` with this model's network settings and no noise."""
+        model_cfg = self.cfg.model
+        target = parse_choice(RSE2ETarget, "rs_e2e_target", getattr(model_cfg, "rs_e2e_target", "ground_truth"))
+        if target != RSE2ETarget.TEACHER:
+            if getattr(model_cfg, "rs_e2e_teacher_checkpoint", None):
+                self.logger.warning("model.rs_e2e_teacher_checkpoint is not read: rs_e2e_target is ground_truth.")
+            return
+        checkpoint = getattr(model_cfg, "rs_e2e_teacher_checkpoint", None)
+        if not checkpoint:
+            raise ValueError(
+                "rs_e2e_target: teacher needs model.rs_e2e_teacher_checkpoint: set it to a model_<iteration>.pt of a "
+                "`direct train` run of smug.modl.MoDL, or set rs_e2e_target: ground_truth."
+            )
+        settings = (
+            "num_steps",
+            "lambda_init",
+            "cg_iters",
+            "cg_tol",
+            "denoiser_hidden_channels",
+            "denoiser_num_dubs",
+            "denoiser_num_convs_recon",
+            "intensity_scale",
+        )
+        teacher = MoDL(self.forward_operator, self.backward_operator, **{k: getattr(model_cfg, k) for k in settings})
+        state = read_model_state(checkpoint, "rs_e2e_teacher_checkpoint", models="smug.modl.MoDL")
+        # Weights alone cannot tell MoDL from SMUG or RS-E2E (the same tensors); other models and sizes differ.
+        mismatch = state_mismatch(teacher.state_dict(), state)
+        if mismatch:
+            raise ValueError(
+                f"model.rs_e2e_teacher_checkpoint {str(checkpoint)!r} is not a smug.modl.MoDL with this config's "
+                f"denoiser_* settings ({mismatch}): point it at such a run's model_<iteration>.pt."
+            )
+        teacher.load_state_dict(state, strict=True)
+        self._teacher = teacher.to(self.device).eval().requires_grad_(False)
+
+    def _teacher_reconstruction(self, data: dict[str, Any]) -> torch.Tensor | None:
+        if self._teacher is None:
+            return None
+        with torch.no_grad():
+            return self._teacher(data["masked_kspace"], data["sampling_mask"], data["sensitivity_map"])
 
 
 class DIDNEngine(_FamilyEngine):

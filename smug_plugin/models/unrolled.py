@@ -45,7 +45,14 @@ class Smoothing(DirectEnum):
     NONE = "none"  # MoDL
     DENOISER = "denoiser"  # SMUG: z_n = E[D(x_n + eta)]
     STEP = "step"  # SMUGv0: x_{n+1} = E[DC(D(x_n + eta))]
-    INPUT = "input"  # RS-E2E: x = E[F(A^H y + eta)], the noisy A^H y also inside every DC step
+    INPUT = "input"  # RS-E2E: x = E[F(A^H y + eta)] (see RSE2EDCInput for the DC right-hand sides)
+
+
+class RSE2EDCInput(DirectEnum):
+    """Which A^H y RS-E2E's data-consistency right-hand sides use; the noisy one is the first denoiser input in both."""
+
+    CLEAN = "clean"  # the published code: the noise enters the first denoiser input only
+    NOISY = "noisy"  # the journal's text, x = E[MoDL(A^H y + eta)] with A^H y + eta in every DC step
 
 
 class AttackGradient(DirectEnum):
@@ -70,11 +77,15 @@ class UnrollDetails:
     scale : torch.Tensor, optional
         The intensity scale s ``(N,)`` of each slice with ``intensity_scale: paper``: ``iterates`` and ``denoised``
         are in units of s (the UStab target must be divided by it). ``None`` in DIRECT's units.
+    draws : torch.Tensor, optional
+        RS-E2E with noise: the reconstruction of every noise draw ``(K, N, H, W, 2)`` before the average, in units
+        of s like ``iterates`` (the published training's loss is taken per draw). ``None`` for the other models.
     """
 
     iterates: list[torch.Tensor] = field(default_factory=list)
     denoised: list[torch.Tensor] = field(default_factory=list)
     scale: torch.Tensor | None = None
+    draws: torch.Tensor | None = None
 
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
@@ -142,6 +153,7 @@ class SmoothedUnrolledNetwork(nn.Module):
         checkpoint_each_draw: bool = False,
         intensity_scale: IntensityScale | str = IntensityScale.DIRECT,
         clamp_noisy_input: bool = False,
+        rs_e2e_dc_input: RSE2EDCInput | str = RSE2EDCInput.NOISY,
     ):
         """Inits :class:`SmoothedUnrolledNetwork`.
 
@@ -198,6 +210,10 @@ class SmoothedUnrolledNetwork(nn.Module):
             Clamp every noisy denoiser input (x_n + eta; RS-E2E: A^H y + eta) to [-1, 1], as the published code
             does. Smoothed members only (MoDL adds no noise), and only with ``intensity_scale: paper``; inputs
             without noise (sigma 0) are never clamped.
+        rs_e2e_dc_input : RSE2EDCInput
+            RS-E2E only: ``noisy`` (default, the journal's text) puts the noisy A^H y + eta (clamped, with
+            ``clamp_noisy_input``) into every DC right-hand side; ``clean`` (the published code) uses the measured
+            A^H y there and the noise only in the first denoiser input.
         """
         super().__init__()
         _positive("lambda_init", lambda_init)
@@ -211,6 +227,9 @@ class SmoothedUnrolledNetwork(nn.Module):
                 "Remove clamp_noisy_input from the MoDL config."
             )
         check_clamp(clamp_noisy_input, intensity_scale)
+        rs_e2e_dc_input = parse_choice(RSE2EDCInput, "rs_e2e_dc_input", rs_e2e_dc_input)
+        if rs_e2e_dc_input != RSE2EDCInput.NOISY and Smoothing(smoothing) != Smoothing.INPUT:
+            raise ValueError("rs_e2e_dc_input is a setting of smug.rs_e2e.RSE2E only: remove it from this config.")
 
         self.forward_operator = forward_operator
         self.backward_operator = backward_operator
@@ -225,6 +244,7 @@ class SmoothedUnrolledNetwork(nn.Module):
         self.denoiser_checkpoint = denoiser_checkpoint
         self.intensity_scale = intensity_scale
         self.clamp_noisy_input = bool(clamp_noisy_input)
+        self.rs_e2e_dc_input = rs_e2e_dc_input
         self.attack_gradient = AttackGradient.FULL
         self._scale_measurement: torch.Tensor | None = None  # see scale_from
 
@@ -360,9 +380,10 @@ class SmoothedUnrolledNetwork(nn.Module):
             noise = self._noise((draws, *adjoint.shape), generator, adjoint)
             noisy = self._noisy(adjoint.unsqueeze(0), noise)
             x = noisy.flatten(0, 1)
-            # The DC right-hand side A^H y + offset is the noisy input itself (clamped, if the input is).
-            rhs_offset = (noisy - adjoint.unsqueeze(0) if self.clamp_noisy_input else noise).flatten(0, 1)
-            rhs_offset = rhs_offset.detach() if published else rhs_offset
+            if self.rs_e2e_dc_input == RSE2EDCInput.NOISY:
+                # The DC right-hand side A^H y + offset is the noisy input itself (clamped, if the input is).
+                rhs_offset = (noisy - adjoint.unsqueeze(0) if self.clamp_noisy_input else noise).flatten(0, 1)
+                rhs_offset = rhs_offset.detach() if published else rhs_offset
             masked_kspace, operator = repeat_batch(masked_kspace, draws), operator.repeat(draws)
         dc_adjoint = operator.adjoint(masked_kspace)  # A^H y of every DC right-hand side, computed once
         fixed_noise = None
@@ -387,7 +408,10 @@ class SmoothedUnrolledNetwork(nn.Module):
             x = x_next
 
         if self.smoothing == Smoothing.INPUT and self.is_randomized:
-            x = x.unflatten(0, (draws, -1)).mean(0)
+            x = x.unflatten(0, (draws, -1))
+            if return_details:
+                details.draws = x
+            x = x.mean(0)
             if return_details:
                 details.iterates = [it.unflatten(0, (draws, -1)) for it in details.iterates]
                 details.denoised = [d[0].unflatten(0, (draws, -1)) for d in details.denoised]
