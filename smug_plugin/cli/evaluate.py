@@ -367,7 +367,7 @@ def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, se
         records = merge_records(settings.output_dir, [u.unit for u in plan])
         paths = report(records, True, rank_facts)
         document = json.loads(paths["json"].read_text())
-        paths.update(make_figures(settings.output_dir, records, describe, document["sanity"]))
+        paths.update(make_figures(settings.output_dir, records, describe, document["sanity"], document["protocol"]))
         paths.update(write_cards(settings.output_dir, document))
         return paths
 

@@ -256,7 +256,14 @@ class PluginReconstructor(EngineReconstructor):
         return network.num_steps * (network.num_samples if network.is_randomized else 1)
 
     def describe(self) -> dict:
-        return {**super().describe(), "test_time_settings": sorted(self.supported_settings())}
+        network = self.module
+        return {
+            **super().describe(),
+            "test_time_settings": sorted(self.supported_settings()),
+            "intensity_scale": str(getattr(network.intensity_scale, "value", network.intensity_scale)),
+            "num_steps": int(network.num_steps),
+            "sigma": float(network.sigma) if network.is_smoothed else None,
+        }
 
 
 def engine_reconstructor(name: str, cfg: Any, engine: Any, provenance: dict | None = None) -> EngineReconstructor:

@@ -88,6 +88,8 @@ CARD_SCHEMA: dict = {
                     "checkpoint": _STRING,
                     "randomized": {"type": ["boolean", "null"]},
                     "parameters": {"type": ["integer", "null"]},
+                    "intensity_scale": _STRING,
+                    "sigma": _NUMBER,
                 }
             ),
             "data": _object(
@@ -258,7 +260,18 @@ def build_card(doc: dict, model: str) -> dict:
         "generated_by": f"smug evaluate (smug-plugin {doc['versions'].get('smug-plugin', 'unknown')})",
         "model": {
             "name": model,
-            **{key: described.get(key) for key in ("model_name", "config", "checkpoint", "randomized", "parameters")},
+            **{
+                key: described.get(key)
+                for key in (
+                    "model_name",
+                    "config",
+                    "checkpoint",
+                    "randomized",
+                    "parameters",
+                    "intensity_scale",
+                    "sigma",
+                )
+            },
         },
         "data": {
             "data_root": str(run.get("data_root", "")),
@@ -305,6 +318,14 @@ def build_card(doc: dict, model: str) -> dict:
     }
 
 
+def _sigma(model: dict) -> str:
+    """The smoothing sigma with its unit (paper units: a fraction of each slice's intensity scale s)."""
+    if model.get("sigma") is None:
+        return ""
+    unit = "paper units: x the slice's s" if model.get("intensity_scale") == "paper" else "DIRECT's normalised units"
+    return f", sigma {model['sigma']:g} ({unit})"
+
+
 def _g(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}g}"
 
@@ -332,7 +353,8 @@ def card_markdown(card: dict) -> str:
         "",
         "| | |",
         "|---|---|",
-        f"| model | `{model['model_name']}`, {_g(model['parameters'])} parameters, randomized: {model['randomized']} |",
+        f"| model | `{model['model_name']}`, {_g(model['parameters'])} parameters, randomized: {model['randomized']}"
+        f"{_sigma(model)} |",
         f"| checkpoint | `{model['checkpoint']}` |",
         f"| data | {data['slices']} slices of {data['volumes']} volumes in `{data['data_root']}` |",
         f"| mask | {mask} |",

@@ -17,7 +17,44 @@ def _save(fig, path: pathlib.Path) -> None:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
 
 
-def sweep_figures(output_dir: pathlib.Path, records: list[dict], models: list[str]) -> dict[str, pathlib.Path]:
+BUDGET_UNITS = {
+    "absolute": "DIRECT's normalised units",
+    "paper": "paper units: x s_ref per real/imag entry",
+    "relative_max": "x max |real/imag| of the measurement",
+    "relative_l2": "x ||y||_2",
+}
+SIGMA_UNITS = {"paper": "paper units: x the slice's s", "direct": "DIRECT's normalised units"}
+
+
+def axis_label(group: str, models: list[dict], protocol: dict | None) -> str:
+    """The x-axis of a sweep with its unit: the budget's convention, the models' units of sigma."""
+    label = SWEEPS[group].label if group in SWEEPS else group
+    if group == "budget" and protocol:
+        swept = (protocol.get("sweeps") or {}).get("budget", {}).get("perturbation")
+        entry = next((p for p in protocol.get("perturbations", []) if p["name"] == swept), {})
+        convention = (entry.get("budget") or {}).get("convention")
+        if convention in BUDGET_UNITS:
+            label += f" ({BUDGET_UNITS[convention]})"
+    if group == "sigma":
+        units = {m.get("intensity_scale") for m in models if m.get("intensity_scale")}
+        if len(units) == 1:
+            label += f" ({SIGMA_UNITS.get(units.pop(), 'model units')})"
+        elif units:
+            label += " (each model's own units: see robustness.md)"
+    return label
+
+
+def trained_unrolls(models: list[dict]) -> set[int]:
+    return {m["num_steps"] for m in models if isinstance(m.get("num_steps"), int)}
+
+
+def sweep_figures(
+    output_dir: pathlib.Path,
+    records: list[dict],
+    models: list[str],
+    described: list[dict] | None = None,
+    protocol: dict | None = None,
+) -> dict[str, pathlib.Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,7 +77,11 @@ def sweep_figures(output_dir: pathlib.Path, records: list[dict], models: list[st
                 y = np.array([p[1]["mean"] for p in pts])
                 ci = np.array([p[1]["ci95"] if np.isfinite(p[1]["ci95"] or np.nan) else 0.0 for p in pts])
                 ax.errorbar(x, y, yerr=ci, marker="o", capsize=3, label=model)
-            ax.set_xlabel(SWEEPS[group].label if group in SWEEPS else group)
+            ax.set_xlabel(axis_label(group, described or [], protocol))
+            if group == "unrolls":
+                for count in sorted(trained_unrolls(described or [])):
+                    ax.axvline(count, color="grey", ls=":", lw=1)
+                    ax.annotate(f"trained: {count}", (count, 0.02), xycoords=("data", "axes fraction"), fontsize=7)
             if ax is axes[0][0]:
                 ax.set_ylabel("PSNR (dB), mean and 95% CI")
             ax.set_title(pert)
@@ -122,8 +163,12 @@ def sanity_figures(output_dir: pathlib.Path, checks: list[dict]) -> dict[str, pa
 
 
 def make_figures(
-    output_dir: pathlib.Path, records: list[dict], models: list[dict], checks: list[dict] | None = None
+    output_dir: pathlib.Path,
+    records: list[dict],
+    models: list[dict],
+    checks: list[dict] | None = None,
+    protocol: dict | None = None,
 ) -> dict[str, pathlib.Path]:
     names = [m["name"] for m in models]
-    figures = {**sweep_figures(output_dir, records, names), **panel_figure(output_dir, names)}
+    figures = {**sweep_figures(output_dir, records, names, models, protocol), **panel_figure(output_dir, names)}
     return {**figures, **sanity_figures(output_dir, checks or [])}

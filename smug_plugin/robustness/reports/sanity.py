@@ -14,8 +14,9 @@ of one sweep value, or one ensemble condition) and one ball (budget and domain),
 - ``eot_converges``: the EOT average of a randomized model's gradient settles as its draws double;
 - ``gradients_finite_nonzero``: no attack step saw an exactly zero or a non-finite gradient;
 - ``scale_steady``: no perturbation moved the intensity normalisation a model computes from its input by more than
-  ``NORMALISATION_TOLERANCE``, nor its output's overall scale (mean magnitude) by more than ``OUTPUT_SCALE_TOLERANCE``
-  (an attack that wins by rescaling the image measures the normalisation, not the network).
+  ``NORMALISATION_TOLERANCE`` (an attack that wins by rescaling the image measures the normalisation, not the
+  network). The output's overall scale (mean magnitude) is shown beside it but decides nothing: an attack on the
+  MSE to the ground truth legitimately brightens or dims the output, so it cannot tell the lever from the damage.
 """
 
 import math
@@ -33,10 +34,9 @@ VERDICT_TEXT = {PASS: "pass", WARN: "**warn**", NA: "not applicable"}
 PSNR_TOLERANCE_DB = 0.05
 MIN_RISING_FRACTION = 0.9  # of the slices whose objective must rise above the start
 EOT_SETTLED = 0.5  # ||g_2n - g_n|| / ||g_2n|| at the largest n, median over slices
-# Fractions by which an attack may move a model's input normalisation (s or DIRECT's percentile) and its output's
-# mean magnitude on any slice before the check warns.
+# Fraction by which an attack may move a model's input normalisation (s or DIRECT's percentile) on any slice before
+# the check warns.
 NORMALISATION_TOLERANCE = 0.05
-OUTPUT_SCALE_TOLERANCE = 0.2
 CHECKS = {
     "objective_rises": "The objective rises over the steps (white-box gradient attacks)",
     "budget_monotone": "Damage is monotone in the budget (budget sweep)",
@@ -347,22 +347,17 @@ def gradients_finite_nonzero(items: list[Observation]) -> dict:
 def scale_steady(items: list[Observation]) -> dict:
     verdicts, evidence = Verdicts(), _evidence("bar", "attack", "largest move on a slice (fraction)")
     for o in items:
-        if o.family == "none":
-            continue
         shifts = [abs(v - 1) for v in o.facts("normalisation_shift") if _finite(v)]
+        if o.family == "none" or not shifts:
+            continue  # no perturbation, or a model without an input-dependent normalisation
         outputs = [abs(v - 1) for v in o.facts("output_scale_ratio") if _finite(v)]
-        if not shifts and not outputs:
-            continue
-        shift, output = max(shifts, default=0.0), max(outputs, default=0.0)
-        ok = shift <= NORMALISATION_TOLERANCE and output <= OUTPUT_SCALE_TOLERANCE
+        shift, output = max(shifts), max(outputs, default=0.0)
         normalisation = o.facts("normalisation")
         detail = (
             f"{o.scope} {o.attack} (normalisation {normalisation[0] if normalisation else 'n/a'}): the input "
-            f"normalisation moved by up to {shift:.1%}"
-            + ("" if shifts else " (none depends on the input)")
-            + f", the output's mean magnitude by up to {output:.1%}"
+            f"normalisation moved by up to {shift:.1%}; the output's mean magnitude by up to {output:.1%}"
         )
-        verdicts.add(o.model, ok, detail)
+        verdicts.add(o.model, shift <= NORMALISATION_TOLERANCE, detail)
         if o.scope.startswith("main"):
             label = f"{o.model}: {o.attack}"
             evidence["series"].append(
@@ -372,11 +367,9 @@ def scale_steady(items: list[Observation]) -> dict:
         "scale_steady",
         verdicts,
         evidence,
-        f"no attack moved a normalisation by more than {NORMALISATION_TOLERANCE:.0%} or an output's scale by more "
-        f"than {OUTPUT_SCALE_TOLERANCE:.0%}",
-        f"an attack moved the input normalisation (> {NORMALISATION_TOLERANCE:.0%}) or the output's overall scale "
-        f"(> {OUTPUT_SCALE_TOLERANCE:.0%}) of {{}}: its numbers measure the normalisation as much as the network "
-        "(a `normalisation: attacked` condition, or a model that normalises by a statistic of its input)",
+        f"no attack moved a model's input normalisation by more than {NORMALISATION_TOLERANCE:.0%}",
+        f"an attack moved the input normalisation of {{}} by more than {NORMALISATION_TOLERANCE:.0%}: its numbers "
+        "measure the normalisation as much as the network (a `normalisation: attacked` condition)",
     )
 
 
