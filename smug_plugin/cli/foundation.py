@@ -61,7 +61,7 @@ def path_problem(option: str, path: pathlib.Path) -> str | None:
     """Why ``path`` cannot be looked at (a symbolic link loop, a name too long), None if it can."""
     try:
         os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # what the callers' own checks name
         return None
     except OSError as e:
         if e.errno == errno.ELOOP:
