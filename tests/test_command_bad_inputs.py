@@ -376,3 +376,16 @@ def test_cs_tune_data_model_without_a_checkpoint_names_its_own_option(setup, tmp
     assert run(argv) == 2
     line = one_error_line(capsys.readouterr().err, "cs-tune", f"--data-model {setup['config']}", "CONFIG.yaml:CHECK")
     assert "--model" not in line and "data=" not in line
+
+
+@pytest.mark.parametrize("command", MODEL_COMMANDS)
+def test_a_checkpoint_that_names_another_model_is_refused_without_its_config(setup, tmp_path, capsys, command):
+    """A MoDL checkpoint copied away from its run's config.yaml fits a SMUG YAML key for key; the model name stored
+    in the checkpoint is what tells them apart."""
+    state = torch.load(setup["checkpoint"], weights_only=True)
+    moved = tmp_path / "elsewhere" / "model_9.pt"
+    moved.parent.mkdir()
+    torch.save({**state, checkpoints.MODEL_NAME_KEY: "smug.modl.MoDL"}, moved)
+    out = tmp_path / "out"
+    assert run(command_args(command, setup, out, models=[f"m={setup['config']}:{moved}"])) == 2
+    one_error_line(capsys.readouterr().err, command, str(moved), "trained as smug.modl.MoDL", "smug.smug.SMUG")

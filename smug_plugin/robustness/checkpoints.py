@@ -17,6 +17,10 @@ import torch
 
 from smug_plugin.robustness.reconstructors import EngineReconstructor, engine_reconstructor
 
+# The checkpoint key under which an engine may store its YAML's model_name (DIRECT's checkpointer saves extra keys of
+# the form __NAME__ as they are); the plugin's engines do not write it yet.
+MODEL_NAME_KEY = "__model_name__"
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -139,6 +143,13 @@ def load_weights(spec: ModelSpec, engine: Any) -> None:
     if not isinstance(checkpoint, dict) or not is_state_dict(checkpoint.get("model")):
         what = f"keys {sorted(map(str, checkpoint))[:5]}" if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise ValueError(f"{where} is not a DIRECT checkpoint (it holds {what}, no weights under 'model'): {fix}.")
+    trained_as = checkpoint.get(MODEL_NAME_KEY)
+    if isinstance(trained_as, str) and trained_as != engine.cfg.model.model_name:
+        # Networks of one architecture (MoDL, SMUG, RS-E2E) share every key and shape: only the name can tell.
+        raise ValueError(
+            f"{where} was trained as {trained_as}, and {spec.config} builds {engine.cfg.model.model_name}: "
+            f"give the YAML of the run that wrote it (its config.yaml), or {fix}."
+        )
     for key, module in {"model": engine.model, **engine.models}.items():
         state = checkpoint.get(key)
         if not is_state_dict(state):
