@@ -49,7 +49,7 @@ def read_runs(args: argparse.Namespace) -> dict:
             raise ValueError(f"Expected --shifted NAME=DIR, got '{entry}'.")
         if name in runs or name == FILTERED:
             raise ValueError(f"--shifted {entry}: the set name '{name}' is taken; give every shifted set its own name.")
-        runs[name] = read_evaluation(pathlib.Path(folder), f"--shifted {name}=")
+        runs[name] = read_evaluation(pathlib.Path(folder), f"--shifted {name}:")
     check_comparable(runs, args.perturbation)
     return runs
 
