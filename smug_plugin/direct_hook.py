@@ -114,10 +114,56 @@ def is_plugin_input_error(exc: BaseException) -> bool:
     return raised_here and type(exc).__name__ in _INPUT_ERRORS
 
 
+def direct_input_error(exc: BaseException) -> str | None:
+    """A one-line message for bad input of the ``direct`` command that DIRECT answers with a traceback: a ``--cfg``
+    YAML that is malformed or holds a ``!!python`` tag (OmegaConf's safe loader refuses it, running nothing), and a
+    checkpoint (``--resume``, ``--initialization-checkpoint``) that ``torch.load``'s weights-only loading refuses.
+    None for any other error."""
+    import pickle
+
+    if type(exc).__module__.startswith("yaml"):
+        from smug_plugin.robustness.config_errors import describe_config_error
+
+        cfg = _argument("--cfg") or "the --cfg YAML"
+        text = describe_config_error(exc)
+        if "python/" in str(exc):
+            return (
+                f"{cfg} holds a YAML tag that would build a Python object ({text}); such tags are refused and nothing "
+                "was executed: remove the tag."
+            )
+        return f"{cfg} is {text}: fix the file."
+    if isinstance(exc, pickle.UnpicklingError) and "weights only load failed" in str(exc).lower():
+        path = _frame_local(exc, "checkpoint_path") or "the checkpoint"
+        return (
+            f"{path} was refused by torch.load(weights_only=True): loading it would run code stored in it (nothing "
+            "was run). If it is a checkpoint you trust, load it once in a trusted session with weights_only=False "
+            'and re-save only its weights: torch.save({"model": checkpoint["model"]}, path).'
+        )
+    return None
+
+
+def _argument(option: str) -> str | None:
+    argv = sys.argv
+    return argv[argv.index(option) + 1] if option in argv[:-1] else None
+
+
+def _frame_local(exc: BaseException, name: str):
+    """The innermost value of local ``name`` in the frames ``exc`` passed through (None: none has it)."""
+    found, tb = None, exc.__traceback__
+    while tb is not None:
+        found = tb.tb_frame.f_locals.get(name, found)
+        tb = tb.tb_next
+    return found
+
+
 def _one_line_errors(previous):
     """An excepthook for the ``direct`` command: a plugin's input error is one line, anything else unchanged."""
 
     def hook(exc_type, exc, tb):
+        direct_message = direct_input_error(exc)
+        if direct_message is not None:
+            sys.stderr.write(f"direct: error: {direct_message}\n")
+            return None
         if not is_plugin_input_error(exc):
             return previous(exc_type, exc, tb)
         message = " ".join(str(exc).split())
@@ -145,8 +191,7 @@ def _config_key_hint(config_class: type, message: str) -> str:
     import dataclasses
     import re
 
-    argv = sys.argv
-    cfg = argv[argv.index("--cfg") + 1] if "--cfg" in argv[:-1] else "the --cfg YAML"
+    cfg = _argument("--cfg") or "the --cfg YAML"
     what = message.split(" full_key")[0].rstrip(". ")
     key = re.search(r"full_key: (\S+)", message)
     where = f"`model.{key.group(1)}` in {cfg}" if key else f"the `model:` section of {cfg}"
@@ -170,3 +215,23 @@ def install() -> None:
         sys.meta_path.insert(0, DirectPluginFinder())
     if _is_direct_command():
         sys.excepthook = _one_line_errors(sys.excepthook)
+        _quiet_refused_checkpoints()
+
+
+class _NoUnpicklingTraceback:
+    """A logging filter: DIRECT's checkpointer logs the traceback of a refused checkpoint before re-raising it
+    (hundreds of lines); its one-line message is the excepthook's."""
+
+    def filter(self, record) -> bool:
+        import pickle
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, pickle.UnpicklingError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_refused_checkpoints() -> None:
+    import logging
+
+    logging.getLogger("Checkpointer").addFilter(_NoUnpicklingTraceback())

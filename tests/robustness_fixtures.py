@@ -89,3 +89,49 @@ def loaded_setup(root: pathlib.Path, models: tuple[str, ...]) -> tuple[dict, dic
         model.use_dimensionality(dataset.ndim)
     _, indices = next(iterate_batches(first, dataset, 2, None))
     return loaded, load_batch(dataset, indices, "cpu")
+
+
+CLEAN_ENTRY = {"name": "clean", "kind": "clean", "family": "none", "transfer_from": None, "description": "clean"}
+
+
+def model_entry(name: str, ckpt_sha: str = "c0", **settings) -> dict:
+    """A model of an evaluation manifest (`run_identity.model_identity`), settings as given."""
+    return {"name": name, "config_sha": "y0", "ckpt_sha": ckpt_sha, "described": {}, "settings": settings}
+
+
+def write_evaluation(
+    folder: pathlib.Path,
+    records: list[dict],
+    models: list[dict] | None = None,
+    perturbations: list[dict] | None = None,
+    complete: bool = True,
+    data_files: list | None = None,
+) -> pathlib.Path:
+    """A finished smug evaluate folder as the downstream commands read it: manifest.json, robustness.json (its run
+    complete or not) and records.jsonl, one unit per (condition, batch) of ``records``, markers naming the run."""
+    import json
+
+    from smug_plugin.robustness.records import MANIFEST, RECORDS, RECORDS_FORMAT, RecordStore, run_id
+
+    folder.mkdir(parents=True)
+    names = sorted({r["model"] for r in records})
+    manifest = {
+        "protocol": {"name": "test", "seed": 0, "perturbations": perturbations or [CLEAN_ENTRY], "sweeps": {}},
+        "models": models if models is not None else [model_entry(n) for n in names],
+        "data_root": "data",
+        "data_files": data_files or [],
+        "seed": 0,
+        "batch_size": 4,
+        "max_slices": None,
+        "records_format": RECORDS_FORMAT,
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    store = RecordStore(folder / RECORDS, run=run_id(manifest))
+    units: dict[tuple, list[dict]] = {}
+    for r in records:
+        record = {"data": "default", "batch": "0", **r}
+        units.setdefault((record["data"], record["condition"], record["batch"]), []).append(record)
+    for unit, unit_records in units.items():
+        store.append_unit(unit, unit_records)
+    (folder / "robustness.json").write_text(json.dumps({"run": {"complete": complete}}))
+    return folder

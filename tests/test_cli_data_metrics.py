@@ -307,3 +307,60 @@ def test_metrics_with_the_zero_filled_baseline(
     assert cells[:3] == ["zero-filled", "4x", ""]
     psnr, ssim, nmse = map(float, cells[3:])
     assert 5 < psnr < 60 and 0 < ssim < 1 and 0 < nmse < 1
+
+
+def _nan_sample(data: pathlib.Path) -> None:
+    import h5py
+    import numpy as np
+
+    path = next(data.glob("*.h5"))
+    with h5py.File(path, "r+") as f:
+        kspace = f["kspace"][()]
+        kspace[0, 0, 0, 0] = np.nan
+        f["kspace"][...] = kspace
+
+
+def _contradicting_header(data: pathlib.Path) -> None:
+    import re
+
+    import h5py
+
+    path = next(data.glob("*.h5"))
+    with h5py.File(path, "r+") as f:
+        header = f["ismrmrd_header"][()].decode()
+        del f["ismrmrd_header"]
+        # The encoded matrix's y (the k-space width) one wider than the k-space.
+        f["ismrmrd_header"] = re.sub(
+            r"(<encodedSpace>.*?<y>)(\d+)", lambda m: f"{m.group(1)}{int(m.group(2)) + 8}", header, count=1, flags=re.S
+        )
+
+
+@pytest.mark.parametrize(
+    ("spoil", "messages"),
+    [(_nan_sample, ["holds NaN or inf", "slice 0"]), (_contradicting_header, ["encodedSpace"])],
+    ids=["nan-sample", "contradicting-header"],
+)
+def test_zero_filled_on_spoilt_data_is_one_line_not_a_row_of_nan(
+    tmp_path: pathlib.Path, tiny_demo_data: pathlib.Path, capsys: pytest.CaptureFixture, spoil, messages
+) -> None:
+    import shutil
+
+    run = write_run(tmp_path, GOOD_METRICS)
+    data = pathlib.Path(shutil.copytree(tiny_demo_data / "val", tmp_path / "val"))
+    spoil(data)
+    config = PROJECTS_DIR / "demo" / "modl.yaml"
+    assert smug_main(["metrics", str(run), "--zero-filled", str(config), str(data)]) == 2
+    captured = capsys.readouterr()
+    message = one_line(captured.err)
+    assert captured.out == "" and "Traceback" not in captured.err and "nan" not in message.split(":")[0]
+    for text in [next(data.glob("*.h5")).name, *messages]:
+        assert text in message
+
+
+def test_zero_filled_on_a_loop_of_links_names_it(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture) -> None:
+    run = write_run(tmp_path, GOOD_METRICS)
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    config = PROJECTS_DIR / "demo" / "modl.yaml"
+    assert smug_main(["metrics", str(run), "--zero-filled", str(config), str(loop)]) == 2
+    assert "loop of symbolic links" in one_line(capsys.readouterr().err)

@@ -95,3 +95,50 @@ def test_an_invalid_metrics_file_is_named(tmp_path, capsys):
     (run / "modl" / "metrics_val_4x_10.json").write_text('{"a.h5": {"fastmri_psnr_metric": 3')
     code, out, err = select(capsys, str(run))
     assert code == 2 and out == "" and "metrics_val_4x_10.json is not valid JSON" in err
+
+
+def test_a_nan_robust_metric_never_wins(tmp_path, capsys):
+    # Iteration 10 would win within 0.5 dB; its robust metric is NaN (a diverged attack), so 20 is the most robust.
+    run = write_run(tmp_path, validations={**VALIDATIONS, 10: (29.7, float("nan"))})
+    code, out, err = select(capsys, str(run))
+    assert code == 0 and err == "" and out.rstrip().endswith("model_20.pt")
+
+
+def test_a_nan_clean_metric_neither_wins_nor_sets_the_best(tmp_path, capsys):
+    run = write_run(tmp_path, validations={**VALIDATIONS, 15: (float("nan"), 40.0)})
+    code, out, _ = select(capsys, str(run), "--tolerance-db", "0")
+    assert code == 0 and out.rstrip().endswith("model_20.pt") and "best clean 29.900" in out
+
+
+def test_every_metric_nan_is_a_one_line_error(tmp_path, capsys):
+    nan = float("nan")
+    run = write_run(tmp_path, validations={it: (nan, nan) for it in VALIDATIONS})
+    code, out, err = select(capsys, str(run))
+    assert code == 2 and out == "" and err.count("\n") == 1 and "NaN or infinite" in err
+
+
+def _nmse_run(root: pathlib.Path) -> pathlib.Path:
+    """A run validated with fastmri_nmse_metric (lower is better): iteration 15 is best clean, 5 most robust."""
+    run = root / "run" / "modl"
+    run.mkdir(parents=True)
+    for iteration, (clean, attacked) in {5: (0.030, 0.040), 10: (0.021, 0.090), 15: (0.020, 0.100)}.items():
+        metrics = {"fastmri_nmse_metric": clean, "fastmri_nmse_metric_pgd": attacked}
+        (run / f"metrics_val_4x_{iteration}.json").write_text(json.dumps({"a.h5": metrics}))
+        (run / f"model_{iteration}.pt").write_bytes(b"")
+    return root / "run"
+
+
+@pytest.mark.parametrize(("tolerance", "chosen"), [("0", 15), ("0.005", 10), ("0.05", 5)])
+def test_a_lower_is_better_metric_selects_the_lowest(tmp_path, capsys, tolerance, chosen):
+    run = _nmse_run(tmp_path)
+    code, out, err = select(capsys, str(run), "--metric", "fastmri_nmse_metric", "--tolerance", tolerance)
+    assert code == 0 and err == "" and out.rstrip().endswith(f"model_{chosen}.pt")
+    assert "lower is better" in out and "above the best clean 0.020" in out
+
+
+def test_an_unknown_metric_needs_its_direction(tmp_path, capsys):
+    run = _nmse_run(tmp_path)
+    code, out, err = select(capsys, str(run), "--metric", "my_score")
+    assert code == 2 and out == "" and "--metric my_score" in err and "--better" in err
+    code, out, _ = select(capsys, str(run), "--metric", "fastmri_nmse_metric", "--better", "higher")
+    assert code == 0 and out.rstrip().endswith("model_15.pt")  # told higher: 0.100 is the highest "robust"

@@ -74,3 +74,68 @@ def test_config_errors_are_shortened_only_for_the_plugins_config_classes():
     with pytest.raises(ConfigKeyError) as host:
         OmegaConf.merge(OmegaConf.structured(ModelConfig), {"unknown_key": 1})
     assert "ModelConfig" in str(host.value) and not is_plugin_input_error(host.value)
+
+
+class _RunsCode:
+    """A pickled object whose unpickling would run a shell command creating ``marker``."""
+
+    def __init__(self, marker: pathlib.Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def _load_as_direct_does(checkpoint_path: pathlib.Path):
+    """DIRECT's `Checkpointer._load_checkpoint`: torch.load without weights_only (torch >= 2.6: weights only)."""
+    import torch
+
+    return torch.load(checkpoint_path, map_location="cpu")
+
+
+@pytest.mark.parametrize("kind", ["malformed", "python tag", "refused checkpoint"])
+def test_direct_train_input_errors_are_one_line(tmp_path, monkeypatch, capsys, kind):
+    import sys
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from smug_plugin.direct_hook import _one_line_errors
+
+    cfg, marker = tmp_path / "train.yaml", tmp_path / "executed"
+    monkeypatch.setattr(sys, "argv", ["direct", "train", "runs", "--cfg", str(cfg)])
+    try:
+        if kind == "malformed":
+            cfg.write_text("model:\n  model_name: smug.smug.SMUG\n  num_steps: [2\n")
+            OmegaConf.load(cfg)
+        elif kind == "python tag":
+            cfg.write_text(f"model: !!python/object/apply:os.system ['touch {marker}']\n")
+            OmegaConf.load(cfg)
+        else:
+            torch.save({"model": _RunsCode(marker)}, tmp_path / "model_5.pt")
+            _load_as_direct_does(tmp_path / "model_5.pt")
+        raise AssertionError("no error")
+    except Exception as error:  # what reaches the excepthook of `direct train`
+        _one_line_errors(lambda *a: pytest.fail("the traceback would be printed"))(type(error), error, None)
+    err = capsys.readouterr().err
+    expected = {
+        "malformed": [str(cfg), "not valid YAML", "line 4", "fix the file"],
+        "python tag": [str(cfg), "python/object/apply:os.system", "nothing was executed", "remove the tag"],
+        "refused checkpoint": [str(tmp_path / "model_5.pt"), "weights_only=True", "nothing was run"],
+    }[kind]
+    assert err.count("\n") == 1 and err.startswith("direct: error: ")
+    assert all(text in err for text in expected), err
+    assert not marker.exists()
+
+
+@pytest.mark.e2e
+def test_direct_train_with_a_python_tag_in_its_yaml_is_one_line(tiny_demo_data, tmp_path):
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(f"model: !!python/object/apply:os.system ['touch {tmp_path / 'executed'}']\n")
+    result = direct_train(cfg, tiny_demo_data, tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("direct: error: ") and str(cfg) in last and "remove the tag" in last
+    assert not (tmp_path / "executed").exists()

@@ -281,7 +281,7 @@ def test_stale_lock_of_a_killed_run_is_taken_over_with_a_warning(tmp_path, caplo
     [
         ({"pid": 1, "host": "elsewhere.example"}, "on another host (pid 1 on host elsewhere.example"),
         # An unlocked file naming a process that runs here: a file system whose locks do not work.
-        ({"pid": os.getppid(), "host": socket.gethostname()}, f"if pid {os.getppid()} is no smug evaluate"),
+        ({"pid": os.getppid(), "host": socket.gethostname()}, f"if pid {os.getppid()} is no smug run"),
     ],
 )
 def test_lock_whose_owner_may_still_run_is_refused(tmp_path, owner, message):

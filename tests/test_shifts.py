@@ -4,30 +4,19 @@ import json
 import pathlib
 
 import pytest
+from robustness_fixtures import model_entry, write_evaluation
 
 from smug_plugin.cli.main import main
-from smug_plugin.robustness.records import RECORDS, RecordStore
 
 
-def write_run(folder: pathlib.Path, psnr: dict[str, list[float]]) -> pathlib.Path:
-    """A records file as smug evaluate writes it: one clean record per model and slice."""
-    folder.mkdir(parents=True)
-    store = RecordStore(folder / RECORDS)
+def write_run(folder: pathlib.Path, psnr: dict[str, list[float]], **kwargs) -> pathlib.Path:
+    """A finished smug evaluate folder: one clean record per model and slice."""
     records = [
-        {
-            "data": "default",
-            "condition": "main/clean",
-            "batch": "0",
-            "model": model,
-            "file": "a.h5",
-            "slice": i,
-            "psnr": v,
-        }
+        {"condition": "main/clean", "model": model, "file": "a.h5", "slice": i, "psnr": v}
         for model, values in psnr.items()
         for i, v in enumerate(values)
     ]
-    store.append_unit(("default", "main/clean", "0"), records)
-    return folder
+    return write_evaluation(folder, records, **kwargs)
 
 
 def test_ood_table_fit_and_filtered_subset(tmp_path):
@@ -62,3 +51,71 @@ def test_filter_model_without_records_is_a_one_line_error(tmp_path, capsys):
     assert main([*args, "--output-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "'nobody'" in err
+
+
+def _shifts(tmp_path, capsys, *args: str) -> tuple[int, str]:
+    code = main(["shifts", *args, "--output-dir", str(tmp_path / "out")])
+    return code, capsys.readouterr().err
+
+
+def _refused(code: int, err: str, tmp_path: pathlib.Path, *needles: str) -> None:
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("smug shifts: error:"), err
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]}"
+    assert not (tmp_path / "out").exists()
+
+
+ID_PSNR = {"A": [30.0, 31.0], "B": [32.0, 33.0]}
+OOD_PSNR = {"A": [25.0, 26.0], "B": [27.0, 28.0]}
+
+
+def test_a_killed_run_is_refused(tmp_path, capsys):
+    """A killed run's records are partial (here the ID run stopped after its first unit): never averaged."""
+    in_distribution = write_run(tmp_path / "id", ID_PSNR)
+    shifted = write_run(tmp_path / "ood", OOD_PSNR, complete=False)
+    code, err = _shifts(tmp_path, capsys, "--in-distribution", str(in_distribution), "--shifted", f"knee={shifted}")
+    _refused(code, err, tmp_path, str(shifted), "did not finish", "--resume")
+
+
+def test_records_of_another_run_than_the_manifest_are_refused(tmp_path, capsys):
+    in_distribution = write_run(tmp_path / "id", ID_PSNR)
+    shifted = write_run(tmp_path / "ood", OOD_PSNR)
+    manifest = json.loads((shifted / "manifest.json").read_text())
+    (shifted / "manifest.json").write_text(json.dumps({**manifest, "seed": 9}))  # the manifest of another run
+    code, err = _shifts(tmp_path, capsys, "--in-distribution", str(in_distribution), "--shifted", f"knee={shifted}")
+    _refused(code, err, tmp_path, str(shifted), "belong to another run")
+
+
+def test_one_perturbation_name_with_another_budget_is_refused(tmp_path, capsys):
+    pgd = {"name": "pgd", "kind": "pgd", "budget": 0.01}
+    records = [{"condition": "main/pgd", "model": "A", "file": "a.h5", "slice": 0, "psnr": 30.0}]
+    in_distribution = write_evaluation(tmp_path / "id", records, perturbations=[pgd])
+    shifted = write_evaluation(tmp_path / "ood", records, perturbations=[{**pgd, "budget": 0.02}])
+    args = ["--in-distribution", str(in_distribution), "--shifted", f"knee={shifted}", "--perturbation", "pgd"]
+    code, err = _shifts(tmp_path, capsys, *args)
+    _refused(code, err, tmp_path, "perturbation 'pgd'", "differ in budget", str(shifted))
+
+
+def test_a_model_of_one_name_with_other_settings_is_refused(tmp_path, capsys):
+    in_distribution = write_run(tmp_path / "id", ID_PSNR, models=[model_entry("A", sigma=0.01), model_entry("B")])
+    shifted = write_run(tmp_path / "ood", OOD_PSNR, models=[model_entry("A", sigma=0.5), model_entry("B")])
+    code, err = _shifts(tmp_path, capsys, "--in-distribution", str(in_distribution), "--shifted", f"knee={shifted}")
+    _refused(code, err, tmp_path, "model 'A'", "settings")
+
+
+@pytest.mark.parametrize(
+    "shifted, needles",
+    [
+        ([], ["Nothing to compare", "--shifted NAME=DIR"]),
+        (["knee=ood", "knee=ood"], ["'knee' is taken"]),
+        (["knee"], ["Expected --shifted NAME=DIR"]),
+    ],
+    ids=["no shifted set", "a set named twice", "no folder"],
+)
+def test_shifted_sets_must_be_given_once_each(tmp_path, capsys, shifted, needles):
+    in_distribution = write_run(tmp_path / "id", ID_PSNR)
+    write_run(tmp_path / "ood", OOD_PSNR)
+    extra = [a for entry in shifted for a in ("--shifted", entry.replace("=ood", f"={tmp_path / 'ood'}"))]
+    code, err = _shifts(tmp_path, capsys, "--in-distribution", str(in_distribution), *extra)
+    _refused(code, err, tmp_path, *needles)

@@ -74,4 +74,4 @@ def test_smug_small_features_measures_direct_plugin_and_cs_models(tmp_path):
     assert set(report["mean_window_mse"]) == {"varnet", "smug", "CS"}
     assert report["slices"][0]["windows"] == len(window_origins(32, 24, 8))
     assert all(v > 0 for v in report["mean_window_mse"].values())
-    assert len(list((out / "heatmaps").glob("*.png"))) == 3 and (out / "small_features.png").is_file()
+    assert len(list((out / "heatmaps").glob("*/*.png"))) == 3 and (out / "small_features.png").is_file()

@@ -8,7 +8,7 @@ same models on the same data (``--evaluation``).
 import argparse
 import pathlib
 
-from smug_plugin.cli.common import run_and_list_outputs
+from smug_plugin.cli.foundation import run_command
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -38,31 +38,67 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    counts = {"--power-iterations": args.power_iterations, "--batch-size": args.batch_size}
-    counts |= {"--max-slices": args.max_slices, "--threads": args.threads}
-    return run_and_list_outputs("bound", compute_bound, args, counts, threads=True)
+    return run_command("bound", compute_bound, args, own_check=read_measured)
 
 
-def measured_ratios(evaluation: pathlib.Path, perturbation: str) -> dict[str, dict[tuple[str, int], float]]:
-    """``{model: {(file, slice): ratio}}`` of the main condition ``perturbation`` in a smug evaluate folder."""
+def read_measured(args: argparse.Namespace):
+    """The ``--evaluation`` folder (a finished run that holds ``--perturbation``), None without one."""
+    from smug_plugin.robustness.run_identity import read_evaluation
+
+    if args.evaluation is None:
+        return None
+    evaluation = read_evaluation(args.evaluation, "--evaluation")
+    if evaluation.perturbation(args.perturbation) is None:
+        names = ", ".join(p["name"] for p in evaluation.manifest["protocol"]["perturbations"])
+        raise ValueError(
+            f"--evaluation {args.evaluation} has no perturbation '{args.perturbation}' (it has {names}): "
+            "name one of them with --perturbation."
+        )
+    return evaluation
+
+
+def measured_ratios(evaluation, perturbation: str) -> dict[str, dict[tuple[str, int], float]]:
+    """``{model: {(file, slice): ratio}}`` of the main condition ``perturbation`` of a finished evaluation."""
     import math
 
-    from smug_plugin.robustness.records import RECORDS, RecordStore
-
-    path = evaluation / RECORDS
-    if not path.is_file():
-        raise FileNotFoundError(f"--evaluation {evaluation}: no {RECORDS}; give the --output-dir of smug evaluate.")
     ratios: dict[str, dict[tuple[str, int], float]] = {}
-    for r in RecordStore(path).records:
+    for r in evaluation.records:
         ratio = r.get("rob_ratio")
         if r["condition"] == f"main/{perturbation}" and ratio is not None and math.isfinite(ratio):
             ratios.setdefault(r["model"], {})[(r["file"], r["slice"])] = ratio
     if not ratios:
         raise ValueError(
-            f"--evaluation {evaluation} holds no records of perturbation '{perturbation}' with a nonzero delta; "
-            "name one of its perturbations with --perturbation."
+            f"--evaluation {evaluation.folder} holds no records of perturbation '{perturbation}' with a nonzero "
+            "delta; name one of its perturbations with --perturbation."
         )
     return ratios
+
+
+def check_same_run(evaluation, models: list, data_root: pathlib.Path) -> None:
+    """Refuse an evaluation of other data, or of a model of the same name with other weights or settings: its
+    measured ratio would stand beside another model's constants."""
+    from smug_plugin.robustness.run_identity import data_identity, model_identity
+
+    where = f"--evaluation {evaluation.folder}"
+    if evaluation.manifest.get("data_files") != data_identity(data_root):
+        raise ValueError(
+            f"{where} evaluated other data ({evaluation.manifest.get('data_root')}) than --data-root {data_root} "
+            "(h5 file names or sizes differ): give the data root of that run."
+        )
+    for model in models:
+        theirs, mine = evaluation.model(model.name), model_identity(model)
+        if theirs is None:
+            continue  # no measured ratio: reported as n/a
+        differences = [
+            f"{key} {theirs.get(key)} there, {mine[key]} here"
+            for key in ("ckpt_sha", "settings", "described")
+            if theirs.get(key) != mine[key]
+        ]
+        if differences:
+            raise ValueError(
+                f"{where}: its model '{model.name}' is not this one ({'; '.join(differences)}): evaluate these models "
+                "with smug evaluate, or give them the names they have there."
+            )
 
 
 def model_facts(model, scope: str | None) -> dict:
@@ -75,20 +111,23 @@ def model_facts(model, scope: str | None) -> dict:
     return facts
 
 
-def compute_bound(args: argparse.Namespace) -> dict:
+def compute_bound(args: argparse.Namespace, inputs) -> dict:
     """Load models and data, estimate the constants per slice, write the report; returns the written paths."""
     from smug_plugin.robustness.batches import build_dataset, iterate_batches, load_batch
     from smug_plugin.robustness.bound import denoiser_output_norms, operator_norms, theorem_scope
     from smug_plugin.robustness.checkpoints import ModelSpec, load_reconstructor
     from smug_plugin.robustness.reports.bound_report import model_summary, write_bound_report
 
-    specs = [ModelSpec.parse(s) for s in args.model]
-    for spec in specs:
-        spec.check_files()
-    if not args.data_root.is_dir():
-        raise FileNotFoundError(f"--data-root {args.data_root} is not a folder of h5 files.")
-    measured = measured_ratios(args.evaluation, args.perturbation) if args.evaluation is not None else {}
+    specs = inputs.specs
+    cs = [s.name for s in specs if not isinstance(s, ModelSpec)]
+    if cs:
+        raise ValueError(f"--model {cs[0]}: smug bound needs a DIRECT model (NAME=CONFIG.yaml:CHECKPOINT.pt).")
+    evaluation = inputs.own
     models = [load_reconstructor(spec, "cpu", args.output_dir / "direct_logs") for spec in specs]
+    measured = {}
+    if evaluation is not None:
+        check_same_run(evaluation, models, args.data_root)
+        measured = measured_ratios(evaluation, args.perturbation)
     scopes = {m.name: theorem_scope(m) for m in models}
     dataset = build_dataset(models[0], args.data_root, None, None)
     for model in models:
@@ -119,5 +158,6 @@ def compute_bound(args: argparse.Namespace) -> dict:
         "evaluation": None if args.evaluation is None else str(args.evaluation),
         "perturbation": args.perturbation if args.evaluation is not None else None,
         "power_iterations": args.power_iterations,
+        "data_issues": inputs.data_issues,
     }
     return write_bound_report(args.output_dir, rows, facts)

@@ -8,7 +8,7 @@ other settings and every candidate's PSNR to the YAML that ``smug evaluate --mod
 import argparse
 import pathlib
 
-from smug_plugin.cli.common import count_problem, use_threads
+from smug_plugin.cli.foundation import check_inputs, one_line, output_file_problem, use_threads
 
 DEFAULT_WEIGHTS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 
@@ -43,10 +43,23 @@ def run(args: argparse.Namespace) -> int:
     try:
         chosen = tune(args)
     except (OSError, ValueError) as e:
-        print(f"smug cs-tune: error: {e}", file=sys.stderr)
+        print(f"smug cs-tune: error: {one_line(e)}", file=sys.stderr)
         return 2
     print(f"weight {chosen['weight']:g} (mean PSNR {chosen['psnr']:.2f} dB): {args.output}")
     return 0
+
+
+def data_model_spec(text: str):
+    """``--data-model CONFIG.yaml:CHECKPOINT.pt`` as a model spec named ``data-model``."""
+    from smug_plugin.robustness.checkpoints import ModelSpec
+
+    config, sep, checkpoint = text.rpartition(":")
+    if not sep or not config or not checkpoint:
+        raise ValueError(
+            f"--data-model {text}: expected CONFIG.yaml:CHECKPOINT.pt, a DIRECT model's YAML and its checkpoint "
+            "(the CS model uses its masks, coil maps and normalisation)."
+        )
+    return ModelSpec("data-model", pathlib.Path(config), pathlib.Path(checkpoint))
 
 
 def tune(args: argparse.Namespace) -> dict:
@@ -60,25 +73,21 @@ def tune(args: argparse.Namespace) -> dict:
     from smug_plugin.cs.wavelet_sense import L1WaveletSettings
     from smug_plugin.robustness import direct_adapter
     from smug_plugin.robustness.batches import build_dataset, iterate_batches, load_batch
-    from smug_plugin.robustness.checkpoints import ModelSpec, load_reconstructor
+    from smug_plugin.robustness.checkpoints import load_reconstructor
     from smug_plugin.robustness.cs_model import CSReconstructor
     from smug_plugin.robustness.metrics import slice_metrics
     from smug_plugin.robustness.reconstructors import TestTimeSettings
 
-    counts = {"--batch-size": args.batch_size, "--max-slices": args.max_slices, "--threads": args.threads}
-    problem = count_problem(counts)
+    problem = output_file_problem(args.output)
     if problem is not None:
         raise ValueError(problem)
     candidates = [
         L1WaveletSettings(weight=w, iterations=args.iterations, wavelet=args.wavelet, levels=args.levels)
         for w in args.weights
     ]
-    if args.output.is_dir() or not args.output.parent.is_dir():
-        raise ValueError(f"--output {args.output}: give a file name in an existing folder.")
-    spec = ModelSpec.parse(f"data={args.data_model}")
+    spec = data_model_spec(args.data_model)
     spec.check_files()
-    if not args.data_root.is_dir():
-        raise FileNotFoundError(f"--data-root {args.data_root} is not a folder of h5 files.")
+    inputs = check_inputs("cs-tune", args)
     use_threads(args.threads)
     with tempfile.TemporaryDirectory() as logs:  # DIRECT's set-up logs; nothing to keep
         data_model = load_reconstructor(spec, "cpu", pathlib.Path(logs))
@@ -101,6 +110,7 @@ def tune(args: argparse.Namespace) -> dict:
         "slices": len(psnrs[0]),
         "criterion": "mean fastMRI PSNR per slice",
         "psnr_by_weight": {float(c.weight): round(m, 4) for c, m in zip(candidates, means)},
+        "data_issues": inputs.data_issues,  # files DIRECT skipped: not among the slices
     }
     header = (
         "l1-wavelet SENSE (classical compressed sensing), weight chosen by smug cs-tune on the validation split.\n"

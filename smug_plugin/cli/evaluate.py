@@ -6,7 +6,7 @@ This module wires the pieces together: protocol and models in, the evaluation lo
 import argparse
 import pathlib
 
-from smug_plugin.cli.common import count_problem
+from smug_plugin.cli.foundation import count_problem, one_line, output_dir_problem
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     except PeerStopped:
         return 2  # the rank that stopped the run reports why
     except (OSError, ProtocolError, ValueError) as e:  # OSError: a file that cannot be read or written, named
-        print(f"smug evaluate: error: {prefix}{e}", file=sys.stderr)
+        print(f"smug evaluate: error: {prefix}{one_line(e)}", file=sys.stderr)
         return 2
     finally:
         ranks.stop()
@@ -111,8 +111,6 @@ def run(args: argparse.Namespace) -> int:
 def argument_problem(args: argparse.Namespace, device: str) -> str | None:
     """What is wrong with the command line, checked before anything is loaded (None: nothing); ``device`` is the
     one this process computes on (under torchrun, ``cuda`` is the rank's GPU)."""
-    import os
-
     from smug_plugin.robustness.protocol import is_seed
 
     counts = {"--batch-size": args.batch_size, "--max-slices": args.max_slices, "--threads": args.threads}
@@ -124,12 +122,7 @@ def argument_problem(args: argparse.Namespace, device: str) -> str | None:
     device = device_problem(device)
     if device is not None:
         return device
-    existing = next(p for p in [args.output_dir, *args.output_dir.absolute().parents] if p.exists())
-    if not existing.is_dir():
-        return f"--output-dir {args.output_dir}: {existing} is a file, not a folder; give a folder for the results."
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"--output-dir {args.output_dir}: {existing} is not writable; give a folder you can write to."
-    return None
+    return output_dir_problem(args.output_dir)
 
 
 def device_problem(device: str) -> str | None:
@@ -151,49 +144,19 @@ def device_problem(device: str) -> str | None:
     return None
 
 
-def _manifest(models, protocol, settings) -> dict:
-    """What a resumed run must share with the interrupted one."""
-    import hashlib
-
-    def digest(model, key: str) -> str:
-        return hashlib.sha256(pathlib.Path(model.provenance[key]).read_bytes()).hexdigest()[:16]
-
-    return {
-        "protocol": protocol.to_dict(),
-        "models": [
-            {
-                "name": m.name,
-                "config_sha": digest(m, "config"),
-                "ckpt_sha": digest(m, "checkpoint") if "checkpoint" in m.provenance else None,  # CS: none
-            }
-            for m in models
-        ],
-        "data_root": str(settings.data_root),
-        "seed": settings.seed,
-        "batch_size": settings.batch_size,
-        "max_slices": settings.max_slices,
-    }
-
-
 def _checked_inputs(model_specs: list[str], protocol_name: str | pathlib.Path, settings) -> tuple:
     """The protocol, the model specs and the data issues, every file checked before any model is loaded."""
+    from smug_plugin.cli.foundation import check_data, check_models
     from smug_plugin.robustness.attacks.budgets import PAPER_NEEDS_FULLY_SAMPLED
-    from smug_plugin.robustness.cs_model import parse_model_spec
-    from smug_plugin.robustness.data_files import check_data_root, check_fully_sampled
     from smug_plugin.robustness.protocol import load_protocol
 
     if not model_specs:
         raise ValueError("Give at least one --model NAME=CONFIG.yaml:CHECKPOINT.pt.")
     protocol = load_protocol(protocol_name)
-    specs = [parse_model_spec(s) for s in model_specs]
-    for spec in specs:
-        spec.check_files()  # fail on a missing checkpoint before spending time on loading others
+    specs = check_models(model_specs)  # fail on a missing checkpoint before spending time on loading others
     protocol.check_models([spec.name for spec in specs])
-    if not pathlib.Path(settings.data_root).is_dir():
-        raise FileNotFoundError(f"Data root not found: {settings.data_root}")
-    data_issues = [issue.to_dict() for issue in check_data_root(pathlib.Path(settings.data_root))]
-    if protocol.needs_reference_scale:
-        check_fully_sampled(pathlib.Path(settings.data_root), PAPER_NEEDS_FULLY_SAMPLED)
+    fully_sampled = PAPER_NEEDS_FULLY_SAMPLED if protocol.needs_reference_scale else None
+    data_issues = check_data(pathlib.Path(settings.data_root), fully_sampled=fully_sampled)
     return protocol, specs, data_issues
 
 
@@ -260,6 +223,7 @@ def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, se
     from smug_plugin.robustness.reports.card import write_cards
     from smug_plugin.robustness.reports.figures import make_figures
     from smug_plugin.robustness.reports.tables import write_reports
+    from smug_plugin.robustness.run_identity import evaluation_manifest
     from smug_plugin.robustness.sharding import share, unit_cost
 
     ranks = ranks or Ranks()
@@ -284,9 +248,9 @@ def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, se
     warnings = [w for spec, m in direct_models for w in training_config_warnings(spec, m.cfg)]
     for warning in warnings if speak else []:
         print(f"smug evaluate: WARNING: {warning}", file=sys.stderr)
-    manifest = _manifest(models, protocol, settings)
-    _on_rank0(ranks, lambda: prepare_output(settings.output_dir, manifest, settings.resume))
-    store = RecordStore(record_path(settings.output_dir, ranks.rank, ranks.world_size))
+    manifest = evaluation_manifest(models, protocol, settings)
+    run = _on_rank0(ranks, lambda: prepare_output(settings.output_dir, manifest, settings.resume))
+    store = RecordStore(record_path(settings.output_dir, ranks.rank, ranks.world_size), run=run)
     # Read once, on rank 0, after every rank cut its own file's unfinished tail: all ranks share out the same units.
     finished = _on_rank0(ranks, lambda: set(recorded_units(settings.output_dir)))
     evaluator = Evaluator(models, protocol, settings)
@@ -364,7 +328,7 @@ def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, se
     rank_facts = ranks.all_gather(this_rank())  # rank 0 waits here for every rank to finish its share
 
     def merge_and_report() -> dict:
-        records = merge_records(settings.output_dir, [u.unit for u in plan])
+        records = merge_records(settings.output_dir, [u.unit for u in plan], run)
         paths = report(records, True, rank_facts)
         document = json.loads(paths["json"].read_text())
         paths.update(make_figures(settings.output_dir, records, describe, document["sanity"], document["protocol"]))

@@ -114,12 +114,18 @@ def run(args) -> int:
             for dataset, values in last_validation_metrics(run_dir).items():
                 lines.append(_row(run_dir.name, dataset, values))
         if args.zero_filled:
+            from smug_plugin.cli.foundation import path_problem
             from smug_plugin.data.zero_filled import zero_filled_metrics
 
+            problem = path_problem("--zero-filled DATA_ROOT", pathlib.Path(args.zero_filled[1]))  # a link loop
+            if problem is not None:
+                raise ValueError(problem)
             for dataset, values in zero_filled_metrics(*args.zero_filled).items():
                 lines.append(_row("zero-filled", dataset, values))
     except (OSError, ValueError) as error:
-        print(f"smug metrics: error: {error}", file=sys.stderr)
+        from smug_plugin.cli.foundation import one_line
+
+        print(f"smug metrics: error: {one_line(error)}", file=sys.stderr)
         return 2
     print("\n".join(lines))
     return 0

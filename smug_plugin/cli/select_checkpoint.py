@@ -14,6 +14,9 @@ import sys
 from dataclasses import dataclass
 
 ROBUST_SUFFIX = "_pgd"
+# The direction of DIRECT's metrics (direct.functionals, validation.metrics of a YAML), by a part of their name.
+HIGHER_IS_BETTER = ("psnr", "ssim", "snr")
+LOWER_IS_BETTER = ("nmse", "mse", "nmae", "mae", "hfen", "l1", "l2", "loss", "error")
 
 
 def add_parser(subparsers) -> None:
@@ -29,7 +32,14 @@ def add_parser(subparsers) -> None:
         "--tolerance-db", type=float, default=0.5, help="how far below the best clean metric a checkpoint may be"
     )
     parser.add_argument(
-        "--metric", default="fastmri_psnr_metric", help="the validation metric's key (higher is better)"
+        "--tolerance", type=float, default=None, help="--tolerance-db in the metric's units (for a metric not in dB)"
+    )
+    parser.add_argument("--metric", default="fastmri_psnr_metric", help="the validation metric's key")
+    parser.add_argument(
+        "--better",
+        choices=["higher", "lower"],
+        default=None,
+        help="whether higher or lower values of --metric are better (known for DIRECT's metrics: psnr, ssim, nmse)",
     )
     parser.add_argument("--dataset", default=None, help="the validation set, when the run validates on several")
     parser.set_defaults(func=run)
@@ -80,47 +90,87 @@ def candidates(run_dir: pathlib.Path, metric: str, dataset: str | None) -> tuple
     return dataset, out
 
 
-def select(found: list[Candidate], tolerance_db: float) -> Candidate:
-    """The checkpoint with the best robust metric among those within ``tolerance_db`` of the best clean metric
-    (among iterations with a checkpoint); ties go to the later iteration.
+def direction(metric: str, better: str | None) -> int:
+    """+1 where higher values of ``metric`` are better, -1 where lower ones are: ``better`` if given, else known
+    from DIRECT's metric names.
 
     Raises
     ------
     ValueError
-        No validated iteration has a checkpoint.
+        An unknown metric and no ``better``.
+    """
+    if better is not None:
+        return 1 if better == "higher" else -1
+    name = metric.lower()
+    if any(part in name for part in LOWER_IS_BETTER) and not any(part in name for part in ("psnr", "ssim")):
+        return -1
+    if any(part in name for part in HIGHER_IS_BETTER):
+        return 1
+    raise ValueError(f"--metric {metric}: whether higher or lower is better is not known; say so with --better.")
+
+
+def usable(candidate: Candidate) -> bool:
+    """A candidate with a checkpoint and finite metrics (a NaN never wins, nor sets the best clean value)."""
+    return candidate.checkpoint is not None and math.isfinite(candidate.clean) and math.isfinite(candidate.robust)
+
+
+def select(found: list[Candidate], tolerance_db: float, sign: int = 1) -> Candidate:
+    """The checkpoint with the best robust metric among those within ``tolerance_db`` of the best clean metric
+    (among iterations with a checkpoint and finite metrics); ``sign``: +1 higher is better, -1 lower is better; ties
+    go to the later iteration.
+
+    Raises
+    ------
+    ValueError
+        No validated iteration has a checkpoint, or none with finite metrics.
     """
     saved = [c for c in found if c.checkpoint is not None]
     if not saved:
         raise ValueError("no validated iteration has its model_<iteration>.pt: direct train kept none of them.")
-    best_clean = max(c.clean for c in saved)
-    within = [c for c in saved if c.clean >= best_clean - tolerance_db]
-    return max(within, key=lambda c: (c.robust, c.iteration))
+    finite = [c for c in saved if usable(c)]
+    if not finite:
+        raise ValueError(
+            "every validated iteration with a checkpoint has a NaN or infinite clean or robust metric: the training "
+            "diverged, or validation failed; look at the run's metrics_val_*.json."
+        )
+    best_clean = best_clean_value(finite, sign)
+    within = [c for c in finite if sign * (c.clean - best_clean) >= -tolerance_db]
+    return max(within, key=lambda c: (sign * c.robust, c.iteration))
+
+
+def best_clean_value(found: list[Candidate], sign: int) -> float:
+    """The best clean metric among the usable candidates."""
+    values = [c.clean for c in found if usable(c)]
+    return max(values) if sign > 0 else min(values)
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the table and the selected checkpoint; return 2 with one line on stderr on bad input."""
-    if not math.isfinite(args.tolerance_db) or args.tolerance_db < 0:
-        print(
-            f"smug select: error: --tolerance-db must be a finite number >= 0, got {args.tolerance_db}.",
-            file=sys.stderr,
-        )
+    option, tolerance = (
+        ("--tolerance", args.tolerance) if args.tolerance is not None else ("--tolerance-db", args.tolerance_db)
+    )
+    if not math.isfinite(tolerance) or tolerance < 0:
+        print(f"smug select: error: {option} must be a finite number >= 0, got {tolerance}.", file=sys.stderr)
         return 2
     try:
+        sign = direction(args.metric, args.better)
         dataset, found = candidates(args.run, args.metric, args.dataset)
-        chosen = select(found, args.tolerance_db)
+        chosen = select(found, tolerance, sign)
     except (OSError, ValueError) as error:
         print(f"smug select: error: {error}", file=sys.stderr)
         return 2
-    best_clean = max(c.clean for c in found if c.checkpoint is not None)
+    best_clean = best_clean_value(found, sign)
+    unit = " dB" if "psnr" in args.metric.lower() else ""
     lines = [
-        f"validation set {dataset}: {args.metric} clean and under PGD ({args.metric}{ROBUST_SUFFIX}), tolerance "
-        f"{args.tolerance_db:g} dB below the best clean {best_clean:.3f}",
+        f"validation set {dataset}: {args.metric} clean and under PGD ({args.metric}{ROBUST_SUFFIX}), "
+        f"{'higher' if sign > 0 else 'lower'} is better, tolerance {tolerance:g}{unit} "
+        f"{'below' if sign > 0 else 'above'} the best clean {best_clean:.3f}",
         "",
         "| iteration | checkpoint | clean | robust | within tolerance | selected |",
         "|---|---|---|---|---|---|",
     ]
     for c in found:
-        within = c.checkpoint is not None and c.clean >= best_clean - args.tolerance_db
+        within = usable(c) and sign * (c.clean - best_clean) >= -tolerance
         name = c.checkpoint.name if c.checkpoint is not None else "(none kept)"
         mark = "**yes**" if c is chosen else ""
         lines.append(

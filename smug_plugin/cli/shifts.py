@@ -3,7 +3,7 @@
 import argparse
 import pathlib
 
-from smug_plugin.cli.common import run_and_list_outputs
+from smug_plugin.cli.foundation import run_command
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -29,42 +29,82 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_and_list_outputs("shifts", report, args)
+    return run_command("shifts", report, args, own_check=read_runs)
 
 
-def _values(folder: pathlib.Path, condition: str, metric: str) -> dict:
-    from smug_plugin.robustness.records import RECORDS, RecordStore
+def read_runs(args: argparse.Namespace) -> dict:
+    """``{set: Evaluation}``, the in-distribution run first, each finished and comparable with it (see
+    `check_comparable`)."""
+    from smug_plugin.robustness.run_identity import read_evaluation
+    from smug_plugin.robustness.shifts import FILTERED
+
+    if not 0 < args.fraction <= 1:
+        raise ValueError(f"--fraction must be in (0, 1], got {args.fraction}.")
+    if not args.shifted and args.filter_model is None:
+        raise ValueError("Nothing to compare: give a shifted set's run with --shifted NAME=DIR, or --filter-model.")
+    runs = {IN_DISTRIBUTION: read_evaluation(args.in_distribution, "--in-distribution")}
+    for entry in args.shifted:
+        name, sep, folder = entry.partition("=")
+        if not sep or not name or not folder:
+            raise ValueError(f"Expected --shifted NAME=DIR, got '{entry}'.")
+        if name in runs or name == FILTERED:
+            raise ValueError(f"--shifted {entry}: the set name '{name}' is taken; give every shifted set its own name.")
+        runs[name] = read_evaluation(pathlib.Path(folder), f"--shifted {name}:")
+    check_comparable(runs, args.perturbation)
+    return runs
+
+
+IN_DISTRIBUTION = "in distribution"
+
+
+def check_comparable(runs: dict, perturbation: str) -> None:
+    """Refuse runs whose perturbation ``perturbation`` differs from the in-distribution run's (another budget under
+    one name), or whose models of one name differ (other weights or settings)."""
+    reference = runs[IN_DISTRIBUTION]
+    for name, run in runs.items():
+        where = f"{run.folder} ({name})"
+        spec = run.perturbation(perturbation)
+        if spec is None:
+            raise ValueError(f"{where} has no perturbation '{perturbation}': choose a common one with --perturbation.")
+        if spec != reference.perturbation(perturbation):
+            differs = sorted(k for k in spec if spec.get(k) != reference.perturbation(perturbation).get(k))
+            raise ValueError(
+                f"{where}: perturbation '{perturbation}' is not the one of {reference.folder} (they differ in "
+                f"{', '.join(differs)}): compare runs of one protocol."
+            )
+        for model in run.manifest["models"]:
+            theirs = reference.model(model["name"])
+            if theirs is None:
+                continue
+            differs = [k for k in ("ckpt_sha", "settings", "described") if model.get(k) != theirs.get(k)]
+            if differs:
+                raise ValueError(
+                    f"{where}: model '{model['name']}' is not the one of {reference.folder} (other {', '.join(differs)}"
+                    "): evaluate the same models on every set."
+                )
+
+
+def _values(run, condition: str, metric: str) -> dict:
     from smug_plugin.robustness.shifts import slice_values
 
-    path = folder / RECORDS
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder}: no {RECORDS}; give the --output-dir of a smug evaluate run.")
-    values = slice_values(RecordStore(path).records, condition, metric)
+    values = slice_values(run.records, condition, metric)
     if not values:
-        raise ValueError(f"{path} holds no '{condition}' records: choose one of its perturbations with --perturbation.")
+        raise ValueError(f"{run.folder} holds no '{condition}' records with a finite {metric}.")
     return values
 
 
-def report(args: argparse.Namespace) -> dict:
+def report(args: argparse.Namespace, inputs) -> dict:
     import json
 
     from smug_plugin.atomic import atomic_write_text
     from smug_plugin.robustness.reports.tables import json_ready
     from smug_plugin.robustness.shifts import shift_table
 
-    if not 0 < args.fraction <= 1:
-        raise ValueError(f"--fraction must be in (0, 1], got {args.fraction}.")
+    runs = inputs.own
     condition = f"main/{args.perturbation}"
-    shifted = {}
-    for entry in args.shifted:
-        name, sep, folder = entry.partition("=")
-        if not sep or not name or not folder:
-            raise ValueError(f"Expected --shifted NAME=DIR, got '{entry}'.")
-        shifted[name] = _values(pathlib.Path(folder), condition, args.metric)
-    table = shift_table(
-        _values(args.in_distribution, condition, args.metric), shifted, args.filter_model, args.fraction
-    )
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    values = {name: _values(run, condition, args.metric) for name, run in runs.items()}
+    in_distribution = values.pop(IN_DISTRIBUTION)
+    table = shift_table(in_distribution, values, args.filter_model, args.fraction)
     paths = {"json": args.output_dir / "shifts.json", "markdown": args.output_dir / "shifts.md"}
     atomic_write_text(paths["json"], json.dumps(json_ready({"metric": args.metric, **table}), indent=2))
     atomic_write_text(paths["markdown"], markdown(table, args))

@@ -3,7 +3,9 @@
 import argparse
 import pathlib
 
-from smug_plugin.cli.common import run_and_list_outputs
+from smug_plugin.cli.foundation import run_command
+
+FULLY_SAMPLED = "small-feature data are simulated from the fully sampled image; give such files"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -30,31 +32,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    counts = {"--stride": args.stride, "--window-batch": args.window_batch, "--max-slices": args.max_slices}
-    counts["--threads"] = args.threads
-    return run_and_list_outputs("small-features", measure, args, counts, threads=True)
+    return run_command("small-features", measure, args, fully_sampled=FULLY_SAMPLED)
 
 
-def measure(args: argparse.Namespace) -> dict:
+def measure(args: argparse.Namespace, inputs) -> dict:
     """Load models and data, measure every window of the first ``--max-slices`` slices, write the report."""
     import statistics
 
     from smug_plugin.robustness.batches import build_dataset, iterate_batches, load_batch
-    from smug_plugin.robustness.cs_model import load_models, parse_model_spec
-    from smug_plugin.robustness.data_files import check_fully_sampled
+    from smug_plugin.robustness.cs_model import load_models
     from smug_plugin.robustness.reconstructors import EngineReconstructor
     from smug_plugin.robustness.small_features import heat_map, window_errors
 
-    specs = [parse_model_spec(s) for s in args.model]
-    for spec in specs:
-        spec.check_files()
-    if not args.data_root.is_dir():
-        raise FileNotFoundError(f"--data-root {args.data_root} is not a folder of h5 files.")
-    check_fully_sampled(
-        args.data_root, "small-feature data are simulated from the fully sampled image; give such files"
-    )
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    models = load_models(specs, "cpu", args.output_dir / "direct_logs")
+    models = load_models(inputs.specs, "cpu", args.output_dir / "direct_logs")
     data_model = next(m for m in models if isinstance(m, EngineReconstructor))
     dataset = build_dataset(data_model, args.data_root, None, None)
     for model in models:
@@ -72,11 +62,11 @@ def measure(args: argparse.Namespace) -> dict:
             if len(slices) == 1:
                 first = (batch["target"][index].numpy(), where)
     summary = {m.name: statistics.fmean(s["mse"][m.name] for s in slices) for m in models}
-    return write_small_features(args, models, slices, summary, maps, first)
+    return write_small_features(args, models, slices, summary, maps, first, inputs.data_issues)
 
 
-def write_small_features(args, models, slices, summary, maps, first) -> dict:
-    """small_features.json/.md, heatmaps/<model>_<file>_<slice>.png and small_features.png."""
+def write_small_features(args, models, slices, summary, maps, first, data_issues: list[dict]) -> dict:
+    """small_features.json/.md, heatmaps/<model>/<file>_<slice>.png and small_features.png."""
     import json
 
     import matplotlib
@@ -85,9 +75,12 @@ def write_small_features(args, models, slices, summary, maps, first) -> dict:
     import matplotlib.pyplot as plt
 
     from smug_plugin.atomic import atomic_path, atomic_write_text
+    from smug_plugin.robustness.names import file_stem
+    from smug_plugin.robustness.reports.tables import notices
 
     out = args.output_dir
     facts = {"data_root": str(args.data_root), "stride": args.stride, "window": 3, "slices": slices}
+    facts["data_issues"] = data_issues
     document = {"models": [m.describe() for m in models], "mean_window_mse": summary, **facts}
     paths = {"json": out / "small_features.json", "markdown": out / "small_features.md"}
     atomic_write_text(paths["json"], json.dumps(document, indent=2))
@@ -99,14 +92,16 @@ def write_small_features(args, models, slices, summary, maps, first) -> dict:
         f"slice(s) of `{args.data_root}`), data simulated from the modified fully sampled image with the slice's "
         "coil maps and mask. Mean squared error inside the window (DIRECT's normalised units), mean over windows.",
         "",
+        *notices(data_issues, []),
         "| Model | mean window MSE |",
         "|---|---|",
         *[f"| {name} | {value:.4g} |" for name, value in summary.items()],
     ]
     atomic_write_text(paths["markdown"], "\n".join(lines) + "\n")
-    (out / "heatmaps").mkdir(exist_ok=True)
     for (name, file, number), values in maps.items():
-        path = out / "heatmaps" / f"{name}_{pathlib.Path(file).stem}_{number}.png"
+        # A folder per model: display names are free text, and only their (distinct) file stems reach the disk.
+        path = out / "heatmaps" / file_stem(name) / f"{file_stem(pathlib.Path(file).stem)}_{number}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path, suffix=".png") as tmp:
             plt.imsave(tmp, values, cmap="inferno", vmin=0.0, vmax=1.0, format="png")
     image, where = first

@@ -66,6 +66,12 @@ def zero_filled_metrics(config_path: str | pathlib.Path, data_root: str | pathli
         raise FileNotFoundError(
             f"{data_root} is not a folder: pass the validation folder (--validation-root) as DATA_ROOT."
         )
+    if any(data_root.glob("*.h5")):
+        from smug_plugin.robustness.data_files import check_data_root
+
+        # The checks of every command's data: a file DIRECT would misread (a header that contradicts the k-space)
+        # is refused; files it skips (truncated) are left out by DIRECT, as in its own validation.
+        check_data_root(data_root)
 
     import direct.config.defaults  # noqa: F401  (DIRECT's config modules only import cleanly through this one)
     import fastmri.evaluate
@@ -103,6 +109,12 @@ def zero_filled_metrics(config_path: str | pathlib.Path, data_root: str | pathli
             )
         volumes: dict[str, tuple[list, list]] = {}
         for sample in dataset:
+            for key in ("masked_kspace", "target"):  # a NaN sample would make its volume's metrics NaN
+                if not np.isfinite(sample[key].numpy()).all():
+                    raise ValueError(
+                        f"{sample['filename']}, slice {sample['slice_no']}: {key} holds NaN or inf values; repair or "
+                        f"remove the file from {data_root}."
+                    )
             image = T.root_sum_of_squares(T.ifft2(sample["masked_kspace"], dim=(1, 2)), dim=0)
             prediction, target = volumes.setdefault(str(sample["filename"]), ([], []))
             prediction.append(image.numpy())

@@ -17,6 +17,10 @@ import torch
 
 from smug_plugin.robustness.reconstructors import EngineReconstructor, engine_reconstructor
 
+# The checkpoint key under which an engine may store its YAML's model_name (DIRECT's checkpointer saves extra keys of
+# the form __NAME__ as they are); the plugin's engines do not write it yet.
+MODEL_NAME_KEY = "__model_name__"
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -97,16 +101,19 @@ def inference_environment(
     from omegaconf.errors import OmegaConfBaseException
 
     from smug_plugin.robustness.config_errors import describe_config_error
+    from smug_plugin.robustness.names import file_stem
 
     _read_yaml(name, config)
+    # DIRECT logs into log_dir / run_name: the display name is free text ("../x", "/tmp/x"), its stem is not.
+    run_name = file_stem(name)
     with _quiet_direct():
         try:
-            env = setup_inference_environment(name, log_dir, device, machine_rank, False, config)
+            env = setup_inference_environment(run_name, log_dir, device, machine_rank, False, config)
         except SystemExit:
             # DIRECT logs the reason and calls sys.exit(-1) when it cannot resolve a name.
             raise ValueError(
                 f"Model '{name}': DIRECT could not build the model from {config} "
-                f"(unknown model_name or engine? see {log_dir / name})."
+                f"(unknown model_name or engine? see {log_dir / run_name})."
             ) from None
         except OmegaConfBaseException as e:
             raise ValueError(f"Model '{name}': {config}: {describe_config_error(e)}") from None
@@ -136,6 +143,13 @@ def load_weights(spec: ModelSpec, engine: Any) -> None:
     if not isinstance(checkpoint, dict) or not is_state_dict(checkpoint.get("model")):
         what = f"keys {sorted(map(str, checkpoint))[:5]}" if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise ValueError(f"{where} is not a DIRECT checkpoint (it holds {what}, no weights under 'model'): {fix}.")
+    trained_as = checkpoint.get(MODEL_NAME_KEY)
+    if isinstance(trained_as, str) and trained_as != engine.cfg.model.model_name:
+        # Networks of one architecture (MoDL, SMUG, RS-E2E) share every key and shape: only the name can tell.
+        raise ValueError(
+            f"{where} was trained as {trained_as}, and {spec.config} builds {engine.cfg.model.model_name}: "
+            f"give the YAML of the run that wrote it (its config.yaml), or {fix}."
+        )
     for key, module in {"model": engine.model, **engine.models}.items():
         state = checkpoint.get(key)
         if not is_state_dict(state):
@@ -146,7 +160,20 @@ def load_weights(spec: ModelSpec, engine: Any) -> None:
                 f"{where} does not fit the {key} that {spec.config} builds ({engine.cfg.model.model_name}): "
                 f"{mismatch}. It is another model or another size: {fix}."
             )
+        not_finite = next(
+            (k for k, v in state.items() if (v.is_floating_point() or v.is_complex()) and not torch.isfinite(v).all()),
+            None,
+        )
+        if not_finite is not None:  # every output would be NaN, every attack a no-op reported as n/a
+            raise ValueError(
+                f"{where}: tensor '{not_finite}' of the {key} holds NaN or inf values (a diverged training run): "
+                "give an earlier model_<iteration>.pt of the run."
+            )
         module.load_state_dict(state)
+
+
+def _not_finite(tensor: torch.Tensor) -> bool:
+    return (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all())
 
 
 # Settings of the model section that change what a trained network computes without changing its weights' keys or

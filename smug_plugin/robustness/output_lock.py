@@ -1,4 +1,5 @@
-"""One run per output folder: ``smug evaluate`` holds an exclusive lock on ``<output-dir>/.smug-evaluate.lock``.
+"""One run per output folder: every ``smug`` command that writes a folder holds an exclusive lock on
+``<output-dir>/.smug-evaluate.lock`` (one name for all commands, so that no two of them share a folder).
 
 Two runs appending to one ``records.jsonl`` would record units twice, or units of two seeds under one label. The
 lock is the kernel's ``fcntl.flock`` on the lock file, so it is released when its process ends, however it ends; the
@@ -35,10 +36,11 @@ class LockOwner:
     pid: int
     host: str
     started: str
+    command: str = ""  # lock files of earlier versions do not name it
 
     @classmethod
-    def this_process(cls) -> "LockOwner":
-        return cls(os.getpid(), socket.gethostname(), time.strftime("%Y-%m-%d %H:%M:%S"))
+    def this_process(cls, command: str = "") -> "LockOwner":
+        return cls(os.getpid(), socket.gethostname(), time.strftime("%Y-%m-%d %H:%M:%S"), command)
 
     @classmethod
     def parse(cls, text: bytes) -> "LockOwner | None":
@@ -49,12 +51,14 @@ class LockOwner:
             return None
 
     def __str__(self) -> str:
-        return f"pid {self.pid} on host {self.host}, since {self.started}"
+        what = f"{self.command}, " if self.command else ""
+        return f"{what}pid {self.pid} on host {self.host}, since {self.started}"
 
 
 @contextlib.contextmanager
-def output_dir_lock(output_dir: pathlib.Path) -> Iterator[pathlib.Path]:
+def output_dir_lock(output_dir: pathlib.Path, command: str = "smug evaluate") -> Iterator[pathlib.Path]:
     """Hold the lock of ``output_dir`` (created if missing) inside the ``with`` block; yields the lock file.
+    ``command`` (e.g. ``smug bound``) is written into the lock file, to be named in the error of a second run.
 
     On exit the lock file is removed and, when this call created ``output_dir`` and nothing was written into it
     (a run that failed on its inputs), so is the folder.
@@ -72,7 +76,7 @@ def output_dir_lock(output_dir: pathlib.Path) -> Iterator[pathlib.Path]:
     created = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / LOCK
-    fd = _acquire(path)
+    fd = _acquire(path, command)
     try:
         yield path
     finally:
@@ -84,7 +88,7 @@ def output_dir_lock(output_dir: pathlib.Path) -> Iterator[pathlib.Path]:
                 output_dir.rmdir()
 
 
-def _acquire(path: pathlib.Path) -> int:
+def _acquire(path: pathlib.Path, command: str) -> int:
     """Lock ``path``, take over a lock its killed owner left on this host, write this process as the owner."""
     output_dir = path.parent
     while True:
@@ -100,7 +104,7 @@ def _acquire(path: pathlib.Path) -> int:
             os.close(fd)
             owner = _read_owner(path)
             raise OutputDirLocked(
-                f"{output_dir} is in use by another smug evaluate run ({owner or 'owner not recorded yet'}); wait "
+                f"{output_dir} is in use by another smug run ({owner or 'owner not recorded yet'}); wait "
                 "for it to finish (then --resume if it was interrupted), or write into another --output-dir."
             ) from None
         except OSError as e:
@@ -112,24 +116,24 @@ def _acquire(path: pathlib.Path) -> int:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 break
         os.close(fd)  # its owner removed it between our open and our lock: lock the file that is there now
-    me = LockOwner.this_process()
+    me = LockOwner.this_process(command)
     previous = LockOwner.parse(_read(fd))
     if previous is not None and previous.host != me.host:
         os.close(fd)
         raise OutputDirLocked(
-            f"{output_dir} is locked by a smug evaluate run on another host ({previous}), which cannot be checked "
+            f"{output_dir} is locked by a smug run on another host ({previous}), which cannot be checked "
             f"from {me.host}; if no run is writing into it, delete {path} and run again."
         )
     if previous is not None and previous.pid != me.pid and _running(previous.pid):
         # Unlocked, yet its owner runs: a file system whose locks do not work, or the pid was reused.
         os.close(fd)
         raise OutputDirLocked(
-            f"{output_dir} is in use by another smug evaluate run ({previous}); wait for it to finish, or write "
-            f"into another --output-dir; if pid {previous.pid} is no smug evaluate, delete {path} and run again."
+            f"{output_dir} is in use by another smug run ({previous}); wait for it to finish, or write "
+            f"into another --output-dir; if pid {previous.pid} is no smug run, delete {path} and run again."
         )
     if previous is not None:
         logger.warning(
-            "smug evaluate: taking over the lock of %s from %s, which ended without releasing it.", output_dir, previous
+            "%s: taking over the lock of %s from %s, which ended without releasing it.", command, output_dir, previous
         )
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(asdict(me)).encode(), 0)

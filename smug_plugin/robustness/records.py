@@ -6,6 +6,11 @@ Work is done in units of (data, condition, batch). A unit's per-slice records fo
 still finds every panel. What follows the last marker (a unit in flight, a torn line) is cut off when the store is
 opened. A unit is recorded once: the store refuses to append a finished unit and to open a file holding one twice.
 
+Every ``done`` marker names the run that wrote it (``run``: `run_id`, a digest of the run's manifest: protocol
+content, seed, models and their settings, data). The identity so lives with the records as well as in
+``manifest.json``: a resumed run and the commands that read a folder (``smug bound``, ``smug shifts``) refuse records
+of another run even when the manifest was deleted or replaced.
+
 A sharded run (``torchrun``) has one record file per rank, ``records.rank<R>.jsonl``, each written as above by its
 rank alone. Rank 0 merges them (`merge_records`) into one ``records.jsonl`` in the order one process writes, checking
 that every unit is there once, and removes them; until then, a resumed run of any number of processes skips the
@@ -30,7 +35,8 @@ PANELS = "panels"
 # 3: every record holds the slice's intensity scale s_ref and eps in its units (`intensity_scale`, `eps_paper`).
 # 4: records of gradient attacks hold their objective trace and gradient health, every record ||delta|| / ||y||
 #    (`delta_rel_l2`), an ensemble's its winner and members; attacks of an ensemble draw member seeds.
-RECORDS_FORMAT = 4
+# 5: every done marker names its run (`run_id`).
+RECORDS_FORMAT = 5
 
 Unit = tuple[str, str, str]  # (data, condition id, batch key)
 
@@ -48,6 +54,8 @@ class RecordStore:
         The ``records.jsonl`` file (or a rank's); panels go to the ``panels/`` folder beside it.
     read_only : bool
         Read another process's file: what follows its last marker is left as it is, not cut off.
+    run : str, optional
+        The `run_id` this process writes into its markers.
 
     Raises
     ------
@@ -55,8 +63,10 @@ class RecordStore:
         The file holds a unit twice (two runs wrote into one folder) or a complete line without the unit's keys.
     """
 
-    def __init__(self, path: pathlib.Path, read_only: bool = False):
+    def __init__(self, path: pathlib.Path, read_only: bool = False, run: str | None = None):
         self.path = path
+        self.run = run
+        self.runs: set[str | None] = set()  # the runs the file's markers name (None: a marker naming none)
         self.panels_dir = path.parent / PANELS
         self.done: set[Unit] = set()
         self.records: list[dict] = []
@@ -92,6 +102,7 @@ class RecordStore:
                         "(two runs wrote into this folder at once); evaluate again into a new --output-dir."
                     )
                 self._add(unit, unit_records)
+                self.runs.add(entry.get("run"))
                 unit_records, kept = [], offset
         if kept < offset and not self.read_only:
             # Drop the unit in flight, so that its redone records are not counted twice, and start on a clean line.
@@ -123,7 +134,7 @@ class RecordStore:
             self.panels_dir.mkdir(exist_ok=True)
             with atomic_path(self.panels_dir / panel_file_name(unit), suffix=".npz") as tmp:
                 np.savez(tmp, **panels)
-        text = unit_text(unit, records)
+        text = unit_text(unit, records, self.run)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -150,9 +161,14 @@ def load_panels(output_dir: pathlib.Path) -> dict[str, np.ndarray]:
     return images
 
 
-def unit_text(unit: Unit, records: list[dict]) -> str:
-    """The lines of one unit in a record file: its records, then its ``done`` marker."""
-    marker = {"type": "done", "data": unit[0], "condition": unit[1], "batch": unit[2]}
+def run_id(manifest: dict) -> str:
+    """The identity of a run: a digest of its manifest (``records_format`` included)."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def unit_text(unit: Unit, records: list[dict], run: str | None = None) -> str:
+    """The lines of one unit in a record file: its records, then its ``done`` marker (naming ``run``)."""
+    marker = {"type": "done", "data": unit[0], "condition": unit[1], "batch": unit[2], "run": run}
     return "".join(json.dumps(r) + "\n" for r in [*records, marker])
 
 
@@ -168,6 +184,12 @@ def rank_record_files(output_dir: pathlib.Path) -> list[pathlib.Path]:
     prefix, suffix = pattern.split("*")
     files = [p for p in output_dir.glob(pattern) if p.name[len(prefix) : -len(suffix)].isdigit()]
     return sorted(files, key=lambda p: int(p.name[len(prefix) : -len(suffix)]))
+
+
+def recorded_runs(output_dir: pathlib.Path) -> set[str | None]:
+    """The runs the markers of the folder's record files name (None: markers of an earlier format, naming none)."""
+    files = [output_dir / RECORDS] if (output_dir / RECORDS).exists() else []
+    return {run for path in [*files, *rank_record_files(output_dir)] for run in RecordStore(path, read_only=True).runs}
 
 
 def recorded_units(output_dir: pathlib.Path) -> dict[Unit, list[dict]]:
@@ -194,9 +216,10 @@ def recorded_units(output_dir: pathlib.Path) -> dict[Unit, list[dict]]:
     return units
 
 
-def merge_records(output_dir: pathlib.Path, order: list[Unit]) -> list[dict]:
+def merge_records(output_dir: pathlib.Path, order: list[Unit], run: str | None = None) -> list[dict]:
     """The records of the units of ``order`` from every record file of the folder, in that order; where ranks' files
-    exist, they are merged into one ``records.jsonl`` in that order (written atomically, then they are removed).
+    exist, they are merged into one ``records.jsonl`` in that order (written atomically, its markers naming ``run``;
+    then they are removed).
 
     Raises
     ------
@@ -220,21 +243,22 @@ def merge_records(output_dir: pathlib.Path, order: list[Unit]) -> list[dict]:
         )
     rank_files = rank_record_files(output_dir)
     if rank_files:
-        atomic_write_text(output_dir / RECORDS, "".join(unit_text(unit, units[unit]) for unit in order))
+        atomic_write_text(output_dir / RECORDS, "".join(unit_text(unit, units[unit], run) for unit in order))
         for path in rank_files:
             path.unlink()
     return [record for unit in order for record in units[unit]]
 
 
-def prepare_output(output_dir: pathlib.Path, manifest: dict, resume: bool) -> None:
-    """Create the output directory and its manifest, or check that a resumed run matches the interrupted one.
+def prepare_output(output_dir: pathlib.Path, manifest: dict, resume: bool) -> str:
+    """Create the output directory and its manifest, or check that a resumed run matches the interrupted one: its
+    manifest, if still there, and the run its records' markers name, in any case. Returns the run's `run_id`.
 
     Raises
     ------
     FileExistsError
         Results exist and ``resume`` is not set.
     ValueError
-        ``resume`` with settings that differ from the interrupted run's, or records of another format.
+        ``resume`` with settings that differ from the interrupted run's, or records of another format or run.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     manifest = {**manifest, "records_format": RECORDS_FORMAT}
@@ -255,4 +279,17 @@ def prepare_output(output_dir: pathlib.Path, manifest: dict, resume: bool) -> No
         if old != manifest:
             changed = sorted(k for k in manifest if old.get(k) != manifest[k])
             raise ValueError(f"Cannot resume in {output_dir}: settings differ from the interrupted run ({changed}).")
+    run = run_id(manifest)
+    others = recorded_runs(output_dir) - {run} if resume else set()
+    if others:
+        which = (
+            "an earlier smug evaluate, whose markers name no run"
+            if None in others
+            else f"run {sorted(others)[0]}, not this one ({run})"
+        )
+        raise ValueError(
+            f"Cannot resume in {output_dir}: its records were written by {which}: protocol, seed, models or data "
+            "differ from the interrupted run's; resume with the same options, or evaluate into a new --output-dir."
+        )
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
+    return run

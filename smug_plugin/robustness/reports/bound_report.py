@@ -7,7 +7,7 @@ import statistics
 
 from smug_plugin.atomic import atomic_path, atomic_write_text
 from smug_plugin.robustness.bound import bound_constants, contraction, smoothing_vacuity_sigma
-from smug_plugin.robustness.reports.tables import _g, json_ready
+from smug_plugin.robustness.reports.tables import _g, json_ready, notices
 
 
 def model_summary(model: dict, slices: list[dict], measured: dict[tuple[str, int], float]) -> dict:
@@ -80,6 +80,7 @@ def markdown(rows: list[dict], facts: dict) -> str:
         "noise draw), not a bound over all inputs, so the C_n below are estimates, not certificates. The theorem "
         "bounds the exact smoothing expectation; the measured reconstructions average K draws.",
         "",
+        *notices(facts.get("data_issues") or [], []),
         "With `intensity_scale: paper` a network divides y by its scale s(y) (measured on A^H y), and M and sigma "
         "are in units of s (q does not depend on the unit); the theorem holds s fixed.",
         "",
