@@ -315,7 +315,8 @@ def lambda_comment(name: str, size: str) -> list[str]:
     lambda_l = float(name.rsplit("_lambda", 1)[1])
     return [
         f"# lambda_l = {lambda_l:g}, journal-equivalent (the papers' value is 1): the complex-MSE multiplier next to",
-        f"# UStab is {journal_multiplier(lambda_l, size):g} = lambda_l x {UNROLLS[size]} unroll terms / the journal's 8.",
+        f"# UStab is {journal_multiplier(lambda_l, size):g} = lambda_l x {UNROLLS[size]} unroll terms / the journal's"
+        " 8.",
         "# scripts/reproduce.py picks one point of the frontier on the validation split.",
     ]
 

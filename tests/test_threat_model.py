@@ -14,7 +14,6 @@ from smug_plugin.robustness.protocol import ProtocolError, load_protocol
 from smug_plugin.robustness.reconstructors import TestTimeSettings
 from smug_plugin.robustness.reports.sanity import observations, scale_steady
 from smug_plugin.robustness.threat_model import direct_scaling_factor
-from smug_plugin.units import measured_intensity_scale
 
 FIXED, ATTACKED = TestTimeSettings(normalisation="fixed"), TestTimeSettings(normalisation="attacked")
 
@@ -23,11 +22,11 @@ def spike(operator, batch: dict, factor: float) -> torch.Tensor:
     """A k-space perturbation A(delta_img) whose image is one bright pixel, ``factor`` times the slice's s: the lever
     the old behaviour gave PGD (it raises s = max(|Re|, |Im|) of A^H y)."""
     adjoint = operator.adjoint(batch["masked_kspace"])
-    coverage = (batch["sensitivity_map"] ** 2).sum(dim=(1, 4)).flatten(1)  # sum_c |S_c|^2 per pixel
+    real = adjoint[..., 0].flatten(1)
     image = torch.zeros_like(adjoint)
-    for i, pixel in enumerate(coverage.argmax(dim=1).tolist()):
+    for i, pixel in enumerate(real.abs().argmax(dim=1).tolist()):  # on top of the brightest pixel
         row, column = divmod(pixel, adjoint.shape[2])
-        image[i, row, column, 0] = factor * measured_intensity_scale(adjoint)[i]
+        image[i, row, column, 0] = factor * real[i, pixel]
     return operator.forward(image)
 
 
