@@ -59,12 +59,16 @@ def relative(path: pathlib.Path) -> str:
 
 
 def model_specs(runs: pathlib.Path) -> dict[str, str]:
-    """`NAME=CONFIG:CHECKPOINT` of every model `make reproduce` evaluated, with its chosen lambda_l."""
+    """`NAME=CONFIG:CHECKPOINT` of the seed-0 model of every kind `make reproduce` evaluated (the chosen lambda_l;
+    the frontier's other points left out), named without the seed."""
     choice = json.loads((ROOT / "results" / "demo" / "lambda_l_choice.json").read_text())["chosen"]
     specs = {}
-    for display, project in reproduce.EVALUATED.items():
-        name = project.format(lambda_l=f"{choice:g}")
-        specs[display] = f"{display}=projects/reproduce/{name}.yaml:{relative(reproduce.checkpoint(runs, name))}"
+    for display, job in reproduce.evaluated_models(choice).items():
+        name = display.removesuffix(" s0")
+        if job.seed != 0 or name.startswith("SMUG lambda_l"):
+            continue
+        cfg = f"projects/reproduce/{job.project}.yaml"
+        specs[name] = f"{name}={cfg}:{relative(reproduce.checkpoint(runs, job))}"
     return specs
 
 

@@ -220,7 +220,7 @@ REPRODUCE_ITERATIONS = {"didn_pretrain": 600, "varnet": 400, "rim": 400, "modl_s
 REPRODUCE_FINE_TUNING = 200
 # The lambda_l frontier of the SMUG models, journal-equivalent; scripts/reproduce.py picks one on the validation
 # split. The papers use lambda_l = 1.
-REPRODUCE_LAMBDA_L = (0.1, 0.3, 1.0, 3.0, 10.0)
+REPRODUCE_LAMBDA_L = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 # The studies whose models run in the papers' units (intensity_scale: paper): every shipped one.
 PAPER_UNITS = ("knee", "brain", "reproduce", "demo")
 PAPER_ITERATIONS = {"didn_pretrain": 300_000}

@@ -88,7 +88,7 @@ def train(run: pathlib.Path, cfg: pathlib.Path, start_from: pathlib.Path | None 
     if start_from is not None and not run.exists():
         shutil.copytree(start_from, run, ignore=shutil.ignore_patterns(".complete", "train.log"))
     run.mkdir(parents=True, exist_ok=True)
-    command = direct_train_command(run, cfg)
+    command = direct_train_command(run, cfg, SEED)
     log(shlex.join(command))
     seconds = run_logged(command, run / "train.log")
     log(f"{step} done in {seconds / 60:.1f} min")

@@ -124,8 +124,8 @@ def write_figures(results: pathlib.Path, summary: dict, data: dict) -> None:
         ax.plot([p[1] for p in points], [p[2] for p in points], "k--", lw=1, label="SMUG lambda_l frontier (seed 0)")
         for lam, x, y in points:
             ax.annotate(f"{lam:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel("clean PSNR (dB), test split, mean over 12 slices")
-    ax.set_ylabel(f"PGD PSNR (dB), {EPS_UNIT}")
+    ax.set_xlabel(f"clean PSNR (dB), test split, mean over {summary['slices']} slices")
+    ax.set_ylabel("PGD PSNR (dB), eps 0.02 x s_ref (paper units)")
     ax.set_title("Every model and training seed: accuracy vs robustness (2-core CPU study)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)

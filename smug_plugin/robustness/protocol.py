@@ -149,7 +149,8 @@ class PerturbationSpec:
 
     def describe(self) -> str:
         text = self.settings.describe()
-        if attack_class(self.kind).white_box:
+        surrogate = str(getattr(getattr(self.settings, "surrogate", None), "value", "self"))
+        if attack_class(self.kind).white_box and surrogate == "self":
             text += f", transferred from {self.transfer_from}" if self.transfer_from else ", white-box per model"
         if self.normalisation is not None:
             text += f", normalisation {self.normalisation}"
