@@ -48,13 +48,32 @@ def intensity_scale(image: torch.Tensor) -> torch.Tensor:
     return torch.where(scale > 0, scale, torch.ones_like(scale))
 
 
-def measured_intensity_scale(adjoint_image: torch.Tensor) -> torch.Tensor:
+class ScaleStatistic(DirectEnum):
+    """The statistic of A^H y a network divides by with ``intensity_scale: paper``."""
+
+    MAX = "max"  # max(|Re|, |Im|): the papers' definition, so sigma and the clamp keep their meaning
+    # The 99th percentile of |A^H y| over the slice's pixels: one bright pixel cannot move it (a robust alternative
+    # under the `attacked` threat model; sigma is then a fraction of it, not of the papers' s).
+    QUANTILE = "quantile"
+
+
+SCALE_QUANTILE = 0.99
+
+
+def measured_intensity_scale(
+    adjoint_image: torch.Tensor, statistic: ScaleStatistic | str = ScaleStatistic.MAX
+) -> torch.Tensor:
     """The scale the networks use: s of the zero-filled SENSE image A^H y ``(N, H, W, 2)`` of the measurements.
 
     Undersampling spreads and lowers the image, so this s differs from the papers' (fully sampled) one by a factor
-    that depends on the mask and the anatomy (see :func:`reference_intensity_scale`).
+    that depends on the mask and the anatomy (see :func:`reference_intensity_scale`). ``statistic: quantile`` takes
+    the 99th percentile of the modulus instead of the maximum (:class:`ScaleStatistic`).
     """
-    return intensity_scale(adjoint_image)
+    if ScaleStatistic(statistic) == ScaleStatistic.MAX:
+        return intensity_scale(adjoint_image)
+    modulus = torch.linalg.vector_norm(adjoint_image, dim=-1).flatten(1)
+    scale = torch.quantile(modulus, SCALE_QUANTILE, dim=1)
+    return torch.where(scale > 0, scale, torch.ones_like(scale))
 
 
 def reference_intensity_scale(target_image: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from smug_plugin.losses.smoothing import RSE2ETarget, UStabTarget
 from smug_plugin.models import unknown_name_error
 from smug_plugin.models.data_consistency import CGBackward
 from smug_plugin.models.unrolled import RSE2EDCInput
-from smug_plugin.units import IntensityScale
+from smug_plugin.units import IntensityScale, ScaleStatistic
 
 
 @dataclass
@@ -42,6 +42,9 @@ class MoDLConfig(ModelConfig):
     # s = max(|Re|, |Im|) of A^H y (the papers' s is that of the fully sampled image, unknown at inference) and the
     # output is multiplied back, so sigma 0.01 is 1 % of the slice's intensity, as in the papers.
     intensity_scale: IntensityScale = IntensityScale.DIRECT
+    # With intensity_scale paper: the statistic of A^H y divided by, max (the papers' s) or quantile (the 99th
+    # percentile of |A^H y|, robust to one bright pixel under the `attacked` threat model).
+    intensity_scale_statistic: ScaleStatistic = ScaleStatistic.MAX
     # Read by the engine for the loss `ustab_loss` (for MoDL, with no noise, it reduces to ||D(x_n) - anchor||^2).
     ustab_target: UStabTarget = UStabTarget.DENOISED_TARGET
     ustab_detach_target: bool = False

@@ -361,6 +361,7 @@ class RSE2EEngine(UnrolledEngine):
             "denoiser_num_dubs",
             "denoiser_num_convs_recon",
             "intensity_scale",
+            "intensity_scale_statistic",
         )
         teacher = MoDL(self.forward_operator, self.backward_operator, **{k: getattr(model_cfg, k) for k in settings})
         state = read_model_state(checkpoint, "rs_e2e_teacher_checkpoint", models="smug.modl.MoDL")

@@ -30,6 +30,7 @@ from smug_plugin.models.weight_encoder import WeightEncoder
 from smug_plugin.operators import MultiCoilOperator, repeat_batch
 from smug_plugin.units import (
     IntensityScale,
+    ScaleStatistic,
     check_clamp,
     clamp_noisy,
     from_unit_scale,
@@ -152,6 +153,7 @@ class SmoothedUnrolledNetwork(nn.Module):
         gradient_checkpointing: bool = False,
         checkpoint_each_draw: bool = False,
         intensity_scale: IntensityScale | str = IntensityScale.DIRECT,
+        intensity_scale_statistic: ScaleStatistic | str = ScaleStatistic.MAX,
         clamp_noisy_input: bool = False,
         rs_e2e_dc_input: RSE2EDCInput | str = RSE2EDCInput.NOISY,
     ):
@@ -206,6 +208,9 @@ class SmoothedUnrolledNetwork(nn.Module):
             ``y / s`` per slice and return ``s`` times the result, s = max(|Re|, |Im|) of A^H y, so that sigma
             (papers: 0.01) and the clamp are fractions of the slice's intensity, as in the papers (whose s is that
             of the fully sampled image, unknown at inference).
+        intensity_scale_statistic : ScaleStatistic
+            With ``intensity_scale: paper``: ``max`` (default, the papers' s) or ``quantile`` (the 99th percentile of
+            |A^H y|, which one bright pixel cannot move; see :mod:`smug_plugin.robustness.threat_model`).
         clamp_noisy_input : bool
             Clamp every noisy denoiser input (x_n + eta; RS-E2E: A^H y + eta) to [-1, 1], as the published code
             does. Smoothed members only (MoDL adds no noise), and only with ``intensity_scale: paper``; inputs
@@ -243,6 +248,9 @@ class SmoothedUnrolledNetwork(nn.Module):
         self.checkpoint_each_draw = checkpoint_each_draw
         self.denoiser_checkpoint = denoiser_checkpoint
         self.intensity_scale = intensity_scale
+        self.intensity_scale_statistic = parse_choice(
+            ScaleStatistic, "intensity_scale_statistic", intensity_scale_statistic
+        )
         self.clamp_noisy_input = bool(clamp_noisy_input)
         self.rs_e2e_dc_input = rs_e2e_dc_input
         self.attack_gradient = AttackGradient.FULL
@@ -436,7 +444,7 @@ class SmoothedUnrolledNetwork(nn.Module):
         """s per slice: of A^H y of the input, or (:meth:`scale_from`) of the given clean measurement, detached."""
         measurement = self._scale_measurement
         if measurement is None:
-            scale = measured_intensity_scale(adjoint)
+            scale = self.input_scale(adjoint)
             return scale.detach() if published else scale
         if measurement.shape[0] != adjoint.shape[0]:
             raise ValueError(
@@ -444,7 +452,11 @@ class SmoothedUnrolledNetwork(nn.Module):
                 f"{adjoint.shape[0]}; they must be the same batch."
             )
         with torch.no_grad():
-            return measured_intensity_scale(operator.adjoint(measurement.to(adjoint.device).float()))
+            return self.input_scale(operator.adjoint(measurement.to(adjoint.device).float()))
+
+    def input_scale(self, adjoint: torch.Tensor) -> torch.Tensor:
+        """s of A^H y ``(N, H, W, 2)`` by this network's statistic (``intensity_scale: paper``)."""
+        return measured_intensity_scale(adjoint, self.intensity_scale_statistic)
 
     def _unroll(self, x, dc_adjoint, operator, noise, rhs_offset, draws, checkpoint_draws):
         """One unroll; returns the next iterate and the denoiser outputs ``(K, N, H, W, 2)``."""

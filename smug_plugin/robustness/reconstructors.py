@@ -22,7 +22,7 @@ from smug_plugin.robustness.threat_model import (
     direct_scaling_factor,
     measurement_normalisation,
 )
-from smug_plugin.units import IntensityScale, measured_intensity_scale
+from smug_plugin.units import IntensityScale
 
 NOISE_SEED = "noise_seed"
 NORMALISATION = "normalisation"
@@ -240,8 +240,8 @@ class PluginReconstructor(EngineReconstructor):
             return torch.ones(n, device=batch["masked_kspace"].device)
         operator = self.operator(batch)
         with torch.no_grad():
-            clean = measured_intensity_scale(operator.adjoint(batch["masked_kspace"]))
-            return measured_intensity_scale(operator.adjoint(batch["masked_kspace"] + kspace_delta)) / clean
+            clean = self.module.input_scale(operator.adjoint(batch["masked_kspace"]))
+            return self.module.input_scale(operator.adjoint(batch["masked_kspace"] + kspace_delta)) / clean
 
     def relative_work(self, settings: TestTimeSettings) -> float:
         """Unrolls times noise draws (one batch of K draws costs about K reconstructions), relative to the YAML's."""
