@@ -69,3 +69,92 @@ def test_t_interval_and_the_command_line(tmp_path, capsys):
     assert demo_summary.main([str(path)]) == 0
     assert "SMUG - MoDL" in capsys.readouterr().out
     assert demo_summary.main([str(tmp_path / "missing.json")]) == 2
+
+
+LOG = """\
+[2026-01-01 10:00:00,000][direct.environment][INFO] - Configuration:
+  lr_warmup_iter: 20
+[2026-01-01 10:00:01,000][CommonMetricPrinter][INFO] - eta: N/A  iter: 0    lr: N/A
+[2026-01-01 10:00:09,000][CommonMetricPrinter][INFO] - eta: 0:01:26  iter: 20  loss: 0.143009  lr: 0.001000
+[2026-01-01 10:00:20,000][MoDLEngine][INFO] - Evaluating: 4x...
+"""
+
+
+def _progress(tmp_path, log_text: str | None) -> list[str]:
+    """The lines scripts/train_progress.sh prints within a second at a 0.2 s interval."""
+    import subprocess
+
+    log = tmp_path / "log_0_0.txt"
+    if log_text is not None:
+        log.write_text(log_text)
+    script = REPO_ROOT / "scripts" / "train_progress.sh"
+    process = subprocess.Popen(["bash", str(script), str(log), "modl", "200", "0.2"], stdout=subprocess.PIPE, text=True)
+    try:
+        process.wait(timeout=1)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    return process.communicate()[0].splitlines()
+
+
+def test_training_progress_names_the_iteration_loss_and_phase(tmp_path):
+    lines = _progress(tmp_path, None)
+    assert len(lines) >= 2 and all("[modl 0:0" in line and "starting" in line for line in lines)
+    lines = _progress(tmp_path, LOG)
+    assert lines[-1].endswith("iteration 20/200, loss 0.143009, eta 0:01:26 (validating)"), lines
+    lines = _progress(tmp_path, LOG.split("[2026-01-01 10:00:01")[0])  # the config's lr_warmup_iter is no iteration
+    assert lines[-1].endswith("starting (first iteration not logged yet)"), lines
+
+
+STAND_INS = {
+    # direct train RUN --cfg CFG ...: a run of 3 logged iterations, 0.5 s apart, and a checkpoint.
+    "direct": """#!/usr/bin/env bash
+run=$2 name=$(basename "$4" .yaml)
+mkdir -p "$run/$name"
+for i in 0 20 40; do
+  echo "[t][CommonMetricPrinter][INFO] - eta: 0:00:10  iter: $i  loss: 0.$((i + 1))" >> "$run/$name/log_0_0.txt"
+  sleep 0.5
+done
+echo 40 > "$run/$name/last_model.txt"
+""",
+    # smug data demo / metrics / evaluate: the data's manifest, a line, the report of a synthetic evaluation.
+    "smug": """#!/usr/bin/env bash
+case $1 in
+  data) mkdir -p "$4" && touch "$4/demo_manifest.json" ;;
+  metrics) echo "validation metrics" ;;
+  evaluate) out=$(echo "$@" | sed 's/.*--output-dir \\([^ ]*\\).*/\\1/'); mkdir -p "$out"
+            cp "$SYNTHETIC_REPORT" "$out/robustness.json" ;;
+esac
+""",
+}
+
+
+def test_demo_script_shows_training_progress_and_ends_with_the_summary(tmp_path):
+    """scripts/demo.sh with stand-ins for `direct` and `smug` (the real demo trains for about 25 minutes)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    for folder in ("scripts", "projects"):
+        shutil.copytree(REPO_ROOT / folder, tmp_path / folder)
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    for name, text in STAND_INS.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    (bin_dir / "python").write_text(f'#!/usr/bin/env bash\nexec "{sys.executable}" "$@"\n')
+    (bin_dir / "python").chmod(0o755)
+    report = tmp_path / "synthetic.json"
+    report.write_text(json.dumps(_report()))
+    env = {**os.environ, "DEMO_PROGRESS_S": "0.4", "SYNTHETIC_REPORT": str(report)}
+    result = subprocess.run(
+        ["bash", "scripts/demo.sh"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for name in ("didn_pretrain", "modl", "smug"):
+        assert f"direct train runs/demo/{name} --cfg projects/demo/{name}.yaml: 300 iterations" in out
+        assert f"[{name} 0:0" in out and "/300, loss 0." in out
+    assert out.rstrip().splitlines()[-1].startswith("Report: runs/demo/robustness/robustness.md")
+    assert "SMUG - MoDL under the attack: +2.00 dB" in out
+    assert "| Model |" not in out  # no wide markdown table
