@@ -1,4 +1,10 @@
-"""Build script: everything is declared in setup.cfg except the one file setuptools cannot place by itself.
+"""Build script: everything is declared in setup.cfg except the packages with their data and the one file setuptools
+cannot place by itself.
+
+Packages: ``smug_plugin*``, and the repository's top-level ``configs/`` (robustness protocols) and ``projects/``
+(DIRECT YAMLs of the studies) mapped into it as ``smug_plugin/configs`` and ``smug_plugin/projects``: one copy in the
+tree, package data in the wheel (``smug_plugin.shipped`` finds them in either place). setup.cfg cannot combine
+``find:`` with such a mapping.
 
 The import hook is activated by ``smug_plugin_hook.pth`` at the root of site-packages (a ``.pth`` inside a
 package is never read). Regular wheels get it through ``build_py``; editable installs through the editable
@@ -7,7 +13,7 @@ wheel's strategy, which otherwise only writes setuptools' own ``__editable__`` p
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_namespace_packages, find_packages, setup
 from setuptools.command.build_py import build_py
 from setuptools.command.editable_wheel import editable_wheel
 
@@ -43,4 +49,19 @@ class EditableWheelWithHook(editable_wheel):
         return _StrategyWithHook(super()._select_strategy(name, tag, build_lib))
 
 
-setup(cmdclass={"build_py": BuildPyWithHook, "editable_wheel": EditableWheelWithHook})
+# Top-level folders shipped inside the package as data (YAML only, no __init__.py): package name -> folder.
+MAPPED_FOLDERS = {"smug_plugin.configs": "configs", "smug_plugin.projects": "projects"}
+# Their sub-folders are packages too (setuptools would otherwise warn that it ignores them): configs/robustness, ...
+MAPPED_PACKAGES = [
+    f"{package}.{sub}" if sub else package
+    for package, folder in MAPPED_FOLDERS.items()
+    for sub in ["", *find_namespace_packages(where=str(Path(__file__).parent / folder))]
+]
+
+setup(
+    packages=[*find_packages(include=["smug_plugin", "smug_plugin.*"]), *MAPPED_PACKAGES],
+    package_dir=MAPPED_FOLDERS,
+    # Here rather than in setup.cfg: setup()'s package_data would replace, not extend, setup.cfg's.
+    package_data={"smug_plugin.data.assets": ["*.npz", "*.txt", "*.md"], **dict.fromkeys(MAPPED_PACKAGES, ["*.yaml"])},
+    cmdclass={"build_py": BuildPyWithHook, "editable_wheel": EditableWheelWithHook},
+)

@@ -3,8 +3,9 @@
 #   1. simulate the demo data (smug data demo)
 #   2. pre-train the DIDN denoiser, fine-tune MoDL and SMUG from it (direct train)
 #   3. print the validation metrics they reached next to zero-filled (smug metrics)
-#   4. evaluate MoDL and SMUG under the paper's robustness protocol (smug evaluate) and print the table
-# Each step is skipped when its outputs exist; an interrupted training resumes.
+#   4. evaluate MoDL and SMUG under the paper's robustness protocol (smug evaluate) and print a short summary
+# Each step is skipped when its outputs exist; an interrupted training resumes. While `direct train` runs, its
+# iteration and loss are shown every DEMO_PROGRESS_S seconds (30; scripts/train_progress.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -23,6 +24,16 @@ else
   "$BIN/smug" data demo --output-dir "$DATA"
 fi
 
+WATCHER=
+stop_watcher() {  # the progress display of the running training, if any
+  if [ -n "$WATCHER" ]; then
+    kill "$WATCHER" 2>/dev/null || true
+    wait "$WATCHER" 2>/dev/null || true
+    WATCHER=
+  fi
+}
+trap stop_watcher EXIT
+
 train() {  # name of a projects/demo YAML
   local name=$1 start
   start=$(date +%s)
@@ -33,10 +44,18 @@ train() {  # name of a projects/demo YAML
   fi
   local resume=()
   [ -d "$run/$name" ] && resume=(--resume)
-  echo "direct train $run --cfg projects/demo/$name.yaml (log: $run/$name/log_0_0.txt)"
+  local total
+  total=$(awk '/^ *num_iterations:/ {print $2; exit}' "projects/demo/$name.yaml")
+  echo "direct train $run --cfg projects/demo/$name.yaml: $total iterations (log: $run/$name/log_0_0.txt)"
+  bash scripts/train_progress.sh "$run/$name/log_0_0.txt" "$name" "$total" "${DEMO_PROGRESS_S:-30}" &
+  WATCHER=$!
+  local status=0
   "$BIN/direct" train "$run" --cfg "projects/demo/$name.yaml" --training-root "$DATA/train" \
-    --validation-root "$DATA/val" --device cpu --num-workers 0 "${resume[@]}" > "$run.log" 2>&1 \
-    || { tail -n 30 "$run.log"; echo "direct train failed: see $run.log"; exit 1; }
+    --validation-root "$DATA/val" --device cpu --num-workers 0 "${resume[@]}" > "$run.log" 2>&1 || status=$?
+  stop_watcher
+  if [ "$status" -ne 0 ]; then
+    tail -n 30 "$run.log"; echo "direct train failed: see $run.log"; exit 1
+  fi
   touch "$run/.complete"
   elapsed "$name" "$start"
 }
@@ -56,4 +75,4 @@ checkpoint() { echo "$RUNS/$1/$1/model_$(cat "$RUNS/$1/$1/last_model.txt").pt"; 
   --reference MoDL --protocol paper --data-root "$DATA/test" \
   --output-dir "$RUNS/robustness" --max-slices 4 --resume
 echo
-cat "$RUNS/robustness/robustness.md"
+"$BIN/python" scripts/demo_summary.py "$RUNS/robustness/robustness.json"

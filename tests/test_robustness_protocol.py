@@ -1,9 +1,9 @@
 """Protocols: shipped ones by short name, conditions and their seeds, and the sweep registry."""
 
-import importlib.resources
 import pathlib
 
 import pytest
+from conftest import REPO_ROOT
 
 from smug_plugin.cli.main import main
 from smug_plugin.robustness.protocol import ProtocolError, load_protocol, shipped_protocols
@@ -37,9 +37,9 @@ def test_shipped_protocols_load_by_short_name_and_as_files(tmp_path):
     copy.write_text(shipped_protocols()["smoke"].read_text())
     assert [c.id for c in load_protocol(copy).conditions()] == [c.id for c in smoke.conditions()]
     assert load_protocol(str(copy)).perturbations == smoke.perturbations
-    # They ship inside the package (setup.cfg package_data), next to the code that reads them.
-    folder = importlib.resources.files("smug_plugin.robustness.protocols")
-    assert folder.joinpath("paper.yaml").is_file()
+    # One copy, in the top-level configs/robustness/ (mapped into the wheel as package data by setup.py).
+    paper = pathlib.Path(str(shipped_protocols()["paper"])).resolve()
+    assert paper == REPO_ROOT / "configs" / "robustness" / "paper.yaml"
 
 
 def test_unknown_protocol_lists_the_shipped_ones(tmp_path, capsys):

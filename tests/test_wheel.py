@@ -29,6 +29,8 @@ pytestmark = pytest.mark.e2e
 
 HOOK = "smug_plugin_hook.pth"
 PACKAGE = "smug_plugin"
+# Top-level folders of the checkout that the wheel ships inside the package (setup.py), one copy in the tree.
+MAPPED = ("configs", "projects")
 
 
 def _is_ours(name: str) -> bool:
@@ -44,7 +46,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     for entry in REPO_ROOT.iterdir():
         if entry.is_file():  # setup.py, setup.cfg, pyproject.toml, README.md (the long description), ...
             shutil.copy2(entry, source)
-    shutil.copytree(REPO_ROOT / PACKAGE, source / PACKAGE, ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in (PACKAGE, *MAPPED):  # the package, and the top-level folders setup.py maps into it
+        shutil.copytree(REPO_ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
     dist = tmp_path_factory.mktemp("dist")
     offline = ["--no-deps", "--no-build-isolation", "--no-index", "--disable-pip-version-check"]
     result = run_command([sys.executable, "-m", "pip", "wheel", str(source), *offline, "-w", str(dist)], cwd=dist)
@@ -66,8 +69,15 @@ def test_wheel_ships_the_hook_and_every_package_file(wheel: pathlib.Path) -> Non
         for p in (REPO_ROOT / PACKAGE).rglob("*")
         if p.is_file() and "__pycache__" not in p.parts and p.name != HOOK
     }
-    assert shipped == package_files  # code and data (the Colin27 asset, protocols, ...) alike
+    mapped_files = {
+        f"{PACKAGE}/{p.relative_to(REPO_ROOT).as_posix()}"
+        for folder in MAPPED
+        for p in (REPO_ROOT / folder).rglob("*.yaml")
+    }
+    assert shipped == package_files | mapped_files  # code and data (the Colin27 asset, protocols, projects) alike
     assert f"{PACKAGE}/data/assets/colin27_t1_slabs.npz" in shipped
+    assert {f"{PACKAGE}/configs/robustness/paper.yaml", f"{PACKAGE}/projects/smug_knee.yaml"} <= shipped
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
 
 
 def existing_environment(venv: pathlib.Path, work: pathlib.Path) -> None:
@@ -177,3 +187,11 @@ def test_wheel_in_a_fresh_environment_trains_and_evaluates(wheel: pathlib.Path, 
     assert evaluate.returncode == 0, evaluate.stdout[-5000:]
     report = json.loads((tmp_path / "robustness" / "robustness.json").read_text())
     assert report["protocol"]["name"] == "smoke"
+
+    # The study projects ship too: listed, and copied with their checkpoint paths pointing into the folder.
+    listed = run(str(bin_dir / "smug"), "projects", "list")
+    assert listed.returncode == 0 and "smug_knee" in listed.stdout.split(), listed.stdout
+    copied = run(str(bin_dir / "smug"), "projects", "copy", "smug_knee", "study")
+    assert copied.returncode == 0, copied.stdout
+    knee = (tmp_path / "study" / "smug_knee.yaml").read_text()
+    assert f"denoiser_checkpoint: {tmp_path.resolve() / 'study' / 'runs' / 'didn_pretrain_knee'}" in knee

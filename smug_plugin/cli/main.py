@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = [
     "smug_plugin.cli.cs_tune",
     "smug_plugin.cli.small_features",
     "smug_plugin.cli.shifts",
+    "smug_plugin.cli.projects",
 ]
 
 

@@ -6,7 +6,6 @@ by their file stem: ``smug evaluate --protocol paper``; a path to any other file
 """
 
 import dataclasses
-import importlib.resources
 import pathlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -291,8 +290,11 @@ class Protocol:
 
 
 def shipped_protocols() -> dict[str, Traversable]:
-    """The protocols that ship with the package, by name (file stem)."""
-    folder = importlib.resources.files("smug_plugin.robustness.protocols")
+    """The protocols that ship with the package, by name (file stem): ``configs/robustness/*.yaml`` of the checkout,
+    mapped into the wheel as package data (``smug_plugin.shipped``)."""
+    from smug_plugin.shipped import CONFIGS, shipped_folder
+
+    folder = shipped_folder(CONFIGS).joinpath("robustness")
     return {p.name.removesuffix(".yaml"): p for p in folder.iterdir() if p.name.endswith(".yaml")}
 
 

@@ -1,1 +1,0 @@
-"""Robustness protocols shipped with the package, named by file stem (``smug evaluate --protocol paper``)."""
