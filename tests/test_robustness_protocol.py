@@ -113,19 +113,25 @@ def _budgets(protocol) -> dict:
 
 
 def test_the_papers_protocols_state_their_values_in_paper_units_and_the_old_regime_stays_available():
-    for name in ("paper", "reproduce"):
-        protocol = load_protocol(name)
-        budgets = _budgets(protocol)
-        assert {"noise", "pgd", "pgd_published", "pgd_eot"} <= set(budgets), name
-        assert all((b.value, b.convention) == (0.02, "paper") for b in budgets.values()), name
-        pgd = {p.name: p for p in protocol.perturbations}
-        assert (pgd["pgd"].settings.gradient, pgd["pgd_published"].settings.gradient) == ("full", "published")
-        assert protocol.sweeps["budget"]["values"] == [0.005, 0.01, 0.02, 0.05]
-        assert protocol.sweeps["sigma"]["values"] == [0.005, 0.01, 0.02, 0.05]
-        assert protocol.sweeps["num_samples"]["values"] == [1, 2, 4, 8, 10]
-        assert protocol.needs_reference_scale
-    assert load_protocol("reproduce").sweeps["num_samples"]["perturbations"] == ["clean", "pgd"]
-    assert len(load_protocol("reproduce").conditions()) == 40  # as its header comment says
+    protocol = load_protocol("paper")
+    budgets = _budgets(protocol)
+    assert {"noise", "pgd", "pgd_published", "pgd_eot"} <= set(budgets)
+    assert all((b.value, b.convention) == (0.02, "paper") for b in budgets.values())
+    pgd = {p.name: p for p in protocol.perturbations}
+    assert (pgd["pgd"].settings.gradient, pgd["pgd_published"].settings.gradient) == ("full", "published")
+    assert protocol.sweeps["budget"]["values"] == [0.005, 0.01, 0.02, 0.05]
+    assert protocol.sweeps["sigma"]["values"] == [0.005, 0.01, 0.02, 0.05]
+    assert protocol.sweeps["num_samples"]["values"] == [1, 2, 4, 8, 10]
+    assert protocol.needs_reference_scale
+    # The study's protocol: the journal's PGD under the declared threat model, the normalisation attack and the 2023
+    # published attack (image domain, 2/255 of s_ref, truncated gradient, on the unsmoothed network).
+    study = {p.name: p for p in load_protocol("reproduce").perturbations}
+    assert list(study) == ["clean", "noise", "pgd", "pgd_normalisation", "pgd_2023"]
+    assert (study["pgd"].normalisation, study["pgd_normalisation"].normalisation) == (None, "attacked")
+    settings = study["pgd_2023"].settings
+    assert (settings.domain, settings.gradient, settings.surrogate) == ("image", "published", "unsmoothed")
+    assert settings.budget.value == pytest.approx(2 / 255) and settings.budget.convention == "paper"
+    assert len(load_protocol("reproduce").conditions()) == 5 + 3 + 6
     old = load_protocol("reproduce_direct_units")
     assert all(b.convention == "absolute" for b in _budgets(old).values()) and not old.needs_reference_scale
     assert [c.id for c in old.conditions()][:4] == ["main/clean", "main/noise", "main/pgd", "main/pgd_eot"]
