@@ -182,6 +182,7 @@ def evaluated_models(choice: float) -> dict[str, Training]:
     for other in FRONTIER:
         if f"{other:g}" != lam:
             models[f"SMUG lambda_l {other:g} s0"] = Training(f"smug_lambda{other:g}")
+    models["MoDL (quantile s) s0"] = Training("modl_quantile")
     models["RS-E2E s0"] = Training("rs_e2e")
     models["VarNet s0"] = Training("varnet")
     models["RIM s0"] = Training("rim")
@@ -228,6 +229,7 @@ def main() -> int:
     second = [Training(f"smug_lambda{lam}", seed) for seed in SEEDS[1:]]
     second += [Training(f"weighted_smug_lambda{lam}", seed) for seed in SEEDS]
     second += [Training("modl_scratch", seed) for seed in SEEDS]
+    second.append(Training("modl_quantile"))
     steps += train_all(runs, second, {}, args.jobs)
 
     log("4/5 smug evaluate on the test split (torchrun, two processes)")
@@ -247,7 +249,10 @@ def main() -> int:
     subprocess.run(command, cwd=ROOT, check=True)
     steps.append({"step": "smug evaluate", "command": shlex.join(command), "seconds": time.perf_counter() - start})
 
-    log("5/5 results: report, study analysis, checkpoints")
+    log("5/5 results: report, study analysis, units table, checkpoints")
+    command = [sys.executable, "scripts/units_table.py", "--data", str(DATA.relative_to(ROOT))]
+    units = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    (results / "units_table.txt").write_text(units)
     for path in evaluation.iterdir():
         if path.is_file() and path.suffix in (".md", ".csv", ".json", ".png"):
             shutil.copy2(path, results / path.name)
