@@ -306,8 +306,8 @@ def units_comment(study: str, model: dict) -> list[str]:
         ]
     if model.get("intensity_scale_statistic") == "quantile":
         return [
-            "# Units: intensity_scale paper with intensity_scale_statistic quantile: each slice runs divided by the 99th",
-            "# percentile of |A^H y| (not the papers' max), which one bright pixel cannot move; output multiplied back.",
+            "# Units: intensity_scale paper, intensity_scale_statistic quantile: each slice runs divided by the",
+            "# 99th percentile of |A^H y| (not the papers' max), which one bright pixel cannot move.",
         ]
     lines = [
         "# Units: intensity_scale paper: each slice runs divided by s = max(|Re|, |Im|) of its A^H y and the output is",
