@@ -14,6 +14,7 @@ from smug_plugin.atomic import atomic_write_text
 from smug_plugin.provenance import package_versions
 from smug_plugin.robustness.metrics import summarize, volume_metrics
 from smug_plugin.robustness.protocol import TRANSFER_SEPARATOR
+from smug_plugin.robustness.reports.figures import axis_label
 from smug_plugin.robustness.reports.sanity import markdown_section, sanity_checks, warnings_of
 from smug_plugin.robustness.threat_model import DEFAULT_NORMALISATION, THREAT_STATEMENTS, Normalisation
 
@@ -192,6 +193,8 @@ def markdown_table(
     equivalents: dict[str, dict] | None = None,
     records: list[dict] | None = None,
     checks: list[dict] | None = None,
+    described: list[dict] | None = None,
+    protocol: dict | None = None,
 ) -> str:
     lines = [
         "# Robustness evaluation",
@@ -227,7 +230,11 @@ def markdown_table(
         sub = [r for r in rows if r["group"] == group]
         values = sorted(dict.fromkeys(c["sweep_value"] for c in layout if c["group"] == group))
         for p in dict.fromkeys(c["perturbation"] for c in layout if c["group"] == group):
-            lines += ["", f"## {group} sweep, {p}: PSNR (dB)", ""]
+            lines += [
+                "",
+                f"## {group} sweep, {p}: PSNR (dB) against {axis_label(group, described or [], protocol)}",
+                "",
+            ]
             lines += ["| Model | " + " | ".join(f"{v:g}" for v in values) + " |", "|" + "---|" * (1 + len(values))]
             c = {(r["sweep_value"], r["model"]): r for r in sub if r["perturbation"] == p}
             for model in models:
@@ -326,6 +333,8 @@ def write_reports(
         writer.writerow({**cells, "description": descriptions.get(row["perturbation"], "")})
     atomic_write_text(paths["csv"], buf.getvalue())
     preamble = threat_model_lines(protocol) + notices(data_issues, warnings, warnings_of(checks))
-    md = markdown_table(rows, names, reference, descriptions, layout, preamble, equivalents, records, checks)
+    md = markdown_table(
+        rows, names, reference, descriptions, layout, preamble, equivalents, records, checks, models, protocol
+    )
     atomic_write_text(paths["md"], md)
     return paths
