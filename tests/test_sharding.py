@@ -166,7 +166,9 @@ def _finish(progress: Progress, conditions: list[str]) -> None:
 def test_progress_in_a_log_file_is_plain_lines_at_a_bounded_rate(monkeypatch):
     log = io.StringIO()
     conditions = ["main/clean", "main/pgd"] * 100
-    progress = Progress({"main/clean": 100, "main/pgd": 100}, finished_before=50, label="rank 1/2", stream=log)
+    progress = Progress(
+        {"main/clean": 100, "main/pgd": 100}, finished_before=50, label="rank 1/2", stream=log, heartbeat_s=None
+    )
     _finish(progress, conditions[:-1])
     lines = log.getvalue().splitlines()
     assert "\r" not in log.getvalue()
@@ -185,14 +187,37 @@ def test_progress_in_a_log_file_is_plain_lines_at_a_bounded_rate(monkeypatch):
 
 def test_progress_on_a_terminal_is_one_bar_with_rate_and_eta():
     terminal = Terminal()
-    progress = Progress({"main/clean": 2}, finished_before=2, stream=terminal)
+    progress = Progress({"main/clean": 2}, finished_before=2, stream=terminal, heartbeat_s=None)
     _finish(progress, ["main/clean"] * 2)
     progress.close()
     text = terminal.getvalue()
     assert "\r" in text and "4/4" in text and "unit/s" in text and "main/clean: 2 units in" in text
     silent = io.StringIO()
-    _finish(Progress({"main/clean": 2}, enabled=False, stream=silent), ["main/clean"] * 2)
+    _finish(Progress({"main/clean": 2}, enabled=False, stream=silent, heartbeat_s=None), ["main/clean"] * 2)
     assert silent.getvalue() == ""
+
+
+def test_a_long_unit_says_what_it_computes_and_the_time_left_weighs_the_units(monkeypatch):
+    import time
+
+    from smug_plugin.robustness.progress import ACTIVITY
+
+    log = io.StringIO()
+    progress = Progress({"main/pgd": 2}, stream=log, heartbeat_s=0.15)
+    progress.unit_started("main/pgd", "0-3")
+    ACTIVITY.model = "SMUG s0"
+    ACTIVITY.attack_step(3, 10)
+    time.sleep(0.6)
+    progress.close()
+    assert "working on main/pgd: model SMUG s0, slices 0-3, attack step 3/10" in log.getvalue()
+    # 10 cheap units done of 10 cheap and 10 costing 100 each: the time left is that of 1000 cost units, not 10 units.
+    progress = Progress({"main/clean": 10, "main/pgd": 10}, cost_per_condition={"main/pgd": 100.0}, heartbeat_s=None)
+    clock = progress.started
+    monkeypatch.setattr("smug_plugin.robustness.progress.time.monotonic", lambda: clock + 10.0)
+    for _ in range(10):
+        progress.unit_started("main/clean")
+        progress.unit_finished("main/clean", [])
+    assert "60 units/min, 16:40 left" in progress.status("main/clean")  # 1000 cost at 1 per second
 
 
 def test_direct_finds_the_node_group_the_evaluation_gives_it(tmp_path):

@@ -261,6 +261,7 @@ def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, se
     units = [plan[i] for i in mine]
     progress = Progress(
         collections.Counter(u.condition.id for u in units),
+        cost_per_condition={plan[i].condition.id: costs[i] for i in mine},
         finished_before=0 if ranks.sharded else len(plan) - len(units),
         label=ranks.label,
         enabled=settings.progress,

@@ -21,7 +21,7 @@ from smug_plugin.robustness.attacks import Attack, AttackOutcome, Targets
 from smug_plugin.robustness.attacks.budgets import PAPER_NEEDS_FULLY_SAMPLED
 from smug_plugin.robustness.batches import build_dataset, iterate_batches, load_batch, reference_scale
 from smug_plugin.robustness.metrics import psnr_per_slice, robustness_errors, slice_metrics
-from smug_plugin.robustness.progress import Progress
+from smug_plugin.robustness.progress import ACTIVITY, Progress
 from smug_plugin.robustness.protocol import Condition, PerturbationSpec, Protocol
 from smug_plugin.robustness.reconstructors import (
     ConfiguredModel,
@@ -250,7 +250,7 @@ class Evaluator:
             cleans = CleanReconstructions(batch, self.settings.seed, data_id, batch_key)
             for planned in group:
                 if progress is not None:
-                    progress.unit_started(planned.condition.id)
+                    progress.unit_started(planned.condition.id, batch_key)
                 records, panels = self.evaluate_unit(planned.unit, planned.condition, batch, cleans, scale)
                 store.append_unit(planned.unit, records, panels)
                 if progress is not None:
@@ -291,6 +291,7 @@ class Evaluator:
         with_panels = condition.group == "main" and batch_key == self.first_batch
         records, panels = [], {}
         for reconstructor in self.models.values():
+            ACTIVITY.model, ACTIVITY.steps = reconstructor.name, 0
             model = ConfiguredModel(reconstructor, condition.settings)
             measurement = self.measure(model, attack, batch, targets, seed)
             if measurement is None:

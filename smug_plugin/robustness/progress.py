@@ -1,20 +1,47 @@
 """Progress of a long evaluation that a person can read, on a terminal and in a log file.
 
 One count over the units of the whole run (every condition x batch, every sweep; under torchrun, this rank's
-share), with the rate and the time left, and one line per finished condition. On a terminal that is a progress bar
-redrawn in place; written to a file (stderr not a terminal: a log, a batch job) it is plain lines at a bounded rate,
-every `STEP_PERCENT` % of the units or every `INTERVAL_S` seconds, whichever comes first, never carriage returns.
+share), with the rate (always units per minute) and the time left, and one line per finished condition. The time
+left weighs the units by their expected cost (`sharding.unit_cost`: an attack unit costs many clean ones), so it
+does not swing when cheap and expensive units alternate. On a terminal that is a progress bar redrawn in place;
+written to a file (stderr not a terminal: a log, a batch job) it is plain lines at a bounded rate, every
+`STEP_PERCENT` % of the units or every `INTERVAL_S` seconds, whichever comes first, never carriage returns. During a
+long unit a heartbeat line says, at least every `INTERVAL_S` seconds, what is being computed (`ACTIVITY`: the
+condition, the model, the slices and the attack step, which the loop and the attacks keep current).
 """
 
 import math
 import sys
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TextIO
 
 STEP_PERCENT = 10
 INTERVAL_S = 30.0
+
+
+@dataclass
+class Activity:
+    """What this process is computing now; the loop sets the unit and model, the attacks their step."""
+
+    condition: str = ""
+    model: str = ""
+    slices: str = ""
+    step: int = 0
+    steps: int = 0
+
+    def attack_step(self, step: int, steps: int) -> None:
+        self.step, self.steps = step, steps
+
+    def describe(self) -> str:
+        step = f", attack step {self.step}/{self.steps}" if self.steps else ""
+        return f"{self.condition}: model {self.model}, slices {self.slices}{step}"
+
+
+ACTIVITY = Activity()
 
 
 def duration(seconds: float) -> str:
@@ -57,6 +84,8 @@ class Progress:
         enabled: bool = True,
         stream: TextIO | None = None,
         position: int = 0,
+        cost_per_condition: dict[str, float] | None = None,
+        heartbeat_s: float | None = INTERVAL_S,
     ):
         self.stream = stream or sys.stderr
         self.enabled = enabled
@@ -72,7 +101,12 @@ class Progress:
         self._unit_started = self.started
         self._next_percent = (100 * self.done // max(self.total, 1)) // STEP_PERCENT * STEP_PERCENT + STEP_PERCENT
         self._last_line = self.started
+        self._cost = dict(cost_per_condition or {})  # expected cost of one unit per condition (default 1)
+        self._cost_total = sum(self._cost.get(c, 1.0) * n for c, n in units_per_condition.items())
+        self._cost_done = 0.0
         self._bar = None
+        self._stop = threading.Event()
+        self._heartbeat = None
         if enabled and self.stream.isatty():
             from tqdm import tqdm
 
@@ -85,9 +119,23 @@ class Progress:
                 position=position,
                 dynamic_ncols=True,
             )
+        if enabled and heartbeat_s:
+            self._heartbeat = threading.Thread(target=self._beat, args=(heartbeat_s,), daemon=True)
+            self._heartbeat.start()
 
-    def unit_started(self, condition: str) -> None:
+    def _beat(self, interval: float) -> None:
+        """Every ``interval`` s without another line: what is being computed, and for how long."""
+        while not self._stop.wait(interval / 3):
+            now = time.monotonic()
+            if now - self._last_line >= interval and ACTIVITY.condition:
+                self._last_line = now
+                self._write(
+                    f"{self.prefix}working on {ACTIVITY.describe()} ({duration(now - self._unit_started)} in this unit)"
+                )
+
+    def unit_started(self, condition: str, slices: str = "") -> None:
         self._unit_started = time.monotonic()
+        ACTIVITY.condition, ACTIVITY.slices, ACTIVITY.model, ACTIVITY.steps = condition, slices, "", 0
         if self._bar is not None:
             self._bar.set_postfix_str(condition)
 
@@ -96,6 +144,7 @@ class Progress:
         self._seconds[condition] += time.monotonic() - self._unit_started
         self.done += 1
         self.computed += 1
+        self._cost_done += self._cost.get(condition, 1.0)
         self.left[condition] -= 1
         for record in records:
             self._psnr[condition][record["model"]].append(record["psnr"])
@@ -121,8 +170,10 @@ class Progress:
         """``robustness: 12/40 units (30%), 0.52 units/min, 53:50 left, last main/pgd``."""
         elapsed = time.monotonic() - self.started
         rate = self.computed / elapsed if elapsed > 0 else math.nan
-        left = (self.total - self.done) / rate if rate > 0 else math.inf
-        per = f"{rate:.3g} units/s" if rate >= 0.1 else f"{60 * rate:.3g} units/min"
+        # Time left from the expected cost still to do at the cost rate so far (not the unit count: units differ).
+        cost_rate = self._cost_done / elapsed if elapsed > 0 else math.nan
+        left = (self._cost_total - self._cost_done) / cost_rate if cost_rate > 0 else math.inf
+        per = f"{60 * rate:.3g} units/min"
         percent = 100 * self.done / max(self.total, 1)
         return (
             f"{self.prefix}robustness: {self.done}/{self.total} units ({percent:.0f}%), {per}, "
@@ -147,6 +198,7 @@ class Progress:
             print(line, file=self.stream, flush=True)
 
     def close(self) -> None:
+        self._stop.set()
         if self._bar is not None:
             self._bar.close()
 

@@ -30,6 +30,7 @@ from smug_plugin.robustness.attacks.domain import AttackDomain
 from smug_plugin.robustness.attacks.objective import AttackLoss
 from smug_plugin.robustness.attacks.pgd import AscentResult, GradientHealth, estimate_gradient
 from smug_plugin.robustness.attacks.problem import Lift, Objective, attack_problem
+from smug_plugin.robustness.progress import ACTIVITY
 
 MOMENTUM = 0.75  # weight of the new step; 1 - MOMENTUM is the weight of the previous one
 RHO = 0.75  # halve the step when the objective rose in at most this fraction of the steps since the checkpoint
@@ -153,6 +154,7 @@ def adaptive_gradient_ascent(
     halved_at_checkpoint = torch.zeros_like(value, dtype=torch.bool)
     best_at_checkpoint = best_value.clone()
     for i in range(steps):
+        ACTIVITY.attack_step(i + 1, steps)
         weight = 1.0 if i == 0 else MOMENTUM
         z = project(x + step * ascent_direction(grad, norm), eps, norm, support)
         candidate = project(x + weight * (z - x) + (1 - weight) * (x - previous), eps, norm, support).detach()

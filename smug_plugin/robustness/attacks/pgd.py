@@ -24,6 +24,7 @@ from smug_plugin.robustness.attacks.base import (
 from smug_plugin.robustness.attacks.budgets import Budget, NormType
 from smug_plugin.robustness.attacks.domain import AttackDomain
 from smug_plugin.robustness.attacks.problem import AttackSurrogate, Lift, Objective, attack_problem
+from smug_plugin.robustness.progress import ACTIVITY
 
 
 @dataclass(frozen=True)
@@ -252,6 +253,7 @@ def projected_gradient_ascent(
     k = max(1, int(draws_per_step))
     best, best_obj, history = delta.clone(), None, []
     for step in range(steps):
+        ACTIVITY.attack_step(step + 1, steps)
         grad, obj = estimate_gradient(objective, lift, delta, [step * k + i for i in range(k)], health)
         history.append(obj)
         if best_obj is None:

@@ -94,8 +94,22 @@ def sweep_figures(
     return paths
 
 
-def panel_figure(output_dir: pathlib.Path, models: list[str]) -> dict[str, pathlib.Path]:
-    """target | each model, clean and attacked rows, with error maps."""
+PANEL_MODELS = 8
+
+
+def panel_slice(records: list[dict]) -> tuple[str, int] | None:
+    """The slice the panels show: the first slice of the first batch of the main conditions (the loop's choice)."""
+    first = next((r for r in records if r.get("group") == "main"), None)
+    if first is None:
+        return None
+    return first["file"], first["slice"]
+
+
+def panel_figure(
+    output_dir: pathlib.Path, models: list[str], records: list[dict] | None = None
+) -> dict[str, pathlib.Path]:
+    """target | each model, clean and attacked rows, with error maps on one colour bar; the slice's name and each
+    image's PSNR (from the records) in the titles."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,10 +119,23 @@ def panel_figure(output_dir: pathlib.Path, models: list[str]) -> dict[str, pathl
     if "target" not in data:
         return {}
     target = data.pop("target")
+    shown = panel_slice(records or [])
+    psnr = {}
+    if shown is not None:
+        psnr = {
+            (r["perturbation"], r["model"]): r.get("psnr")
+            for r in records or []
+            if r.get("group") == "main" and (r["file"], r["slice"]) == shown
+        }
     perts = sorted({k.split("|")[0] for k in data})
     vmax = float(target.max())
+    left_out = len(models) - PANEL_MODELS
+    models = models[:PANEL_MODELS]  # wider panels cannot be read; every model is in the tables
     cols = 1 + len(models)
-    fig, axes = plt.subplots(2 * len(perts), cols, figsize=(2.2 * cols, 2.2 * 2 * len(perts)), squeeze=False)
+    fig, axes = plt.subplots(
+        2 * len(perts), cols, figsize=(2.2 * cols + 0.8, 2.2 * 2 * len(perts)), squeeze=False, layout="constrained"
+    )
+    error_image = None
     for i, pert in enumerate(perts):
         axes[2 * i, 0].imshow(target, cmap="gray", vmin=0, vmax=vmax)
         axes[2 * i, 0].set_title("target", fontsize=8)
@@ -116,12 +143,20 @@ def panel_figure(output_dir: pathlib.Path, models: list[str]) -> dict[str, pathl
             img = data.get(f"{pert}|{model}")
             if img is None:
                 continue
+            value = psnr.get((pert, model))
+            label = "" if value is None else f"\n{value:.2f} dB"
             axes[2 * i, j].imshow(img, cmap="gray", vmin=0, vmax=vmax)
-            axes[2 * i, j].set_title(f"{model} ({pert})", fontsize=8)
-            axes[2 * i + 1, j].imshow(np.abs(img - target), cmap="inferno", vmin=0, vmax=0.3 * vmax)
-            axes[2 * i + 1, j].set_title("|error|", fontsize=8)
+            axes[2 * i, j].set_title(f"{model} ({pert}){label}", fontsize=7)
+            error_image = axes[2 * i + 1, j].imshow(np.abs(img - target), cmap="inferno", vmin=0, vmax=0.3 * vmax)
+            axes[2 * i + 1, j].set_title("|error|", fontsize=7)
     for ax in axes.ravel():
         ax.axis("off")
+    if error_image is not None:
+        bar = fig.colorbar(error_image, ax=axes[:, -1], shrink=0.6)
+        bar.set_label("|error|, image units (0 to 30 % of the target's maximum)", fontsize=7)
+    if shown is not None:
+        more = f"; the first {PANEL_MODELS} models ({left_out} more in the tables)" if left_out > 0 else ""
+        fig.suptitle(f"{shown[0]}, slice {shown[1]}: PSNR per image (dB){more}", fontsize=9)
     path = output_dir / "panels.png"
     _save(fig, path)
     plt.close(fig)
@@ -170,5 +205,8 @@ def make_figures(
     protocol: dict | None = None,
 ) -> dict[str, pathlib.Path]:
     names = [m["name"] for m in models]
-    figures = {**sweep_figures(output_dir, records, names, models, protocol), **panel_figure(output_dir, names)}
+    figures = {
+        **sweep_figures(output_dir, records, names, models, protocol),
+        **panel_figure(output_dir, names, records),
+    }
     return {**figures, **sanity_figures(output_dir, checks or [])}
