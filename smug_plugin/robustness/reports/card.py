@@ -318,6 +318,10 @@ def build_card(doc: dict, model: str) -> dict:
     }
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def _sigma(model: dict) -> str:
     """The smoothing sigma with its unit (paper units: a fraction of each slice's intensity scale s)."""
     if model.get("sigma") is None:
@@ -356,7 +360,7 @@ def card_markdown(card: dict) -> str:
         f"| model | `{model['model_name']}`, {_g(model['parameters'])} parameters, randomized: {model['randomized']}"
         f"{_sigma(model)} |",
         f"| checkpoint | `{model['checkpoint']}` |",
-        f"| data | {data['slices']} slices of {data['volumes']} volumes in `{data['data_root']}` |",
+        f"| data | {_count(data['slices'], 'slice')} of {_count(data['volumes'], 'volume')} in `{data['data_root']}` |",
         f"| mask | {mask} |",
         f"| protocol | {card['protocol']['name']} (seeds: run {card['seeds']['run']}, protocol "
         f"{card['seeds']['protocol']}) |",
@@ -384,7 +388,10 @@ def card_markdown(card: dict) -> str:
         if m is not None:
             cells = [_interval(m["psnr"], 2), _interval(m["ssim"], 4), _interval(m["nmse"], 4)]
             lines.append(f"| {label} ({m['perturbation']}) | " + " | ".join(cells) + " |")
-    lines += ["", "Mean ± half-width of the 95 % t-interval over slices."]
+    if data["slices"] > 1:
+        lines += ["", "Mean ± half-width of the 95 % t-interval over slices."]
+    else:
+        lines += ["", "One slice: the values of that slice; no interval can be computed."]
     if card["worst_slice"] is not None:
         w = card["worst_slice"]
         won = f", by {w['winner']}" if w["winner"] else ""

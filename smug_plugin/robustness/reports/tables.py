@@ -150,7 +150,9 @@ def json_ready(value):
 
 def _mean_std_delta(row: dict, metric: str, digits: int, is_reference: bool) -> str:
     """'23.84 ± 1.52 (+0.15)': the Table I cell; the reference model has no difference to itself."""
-    text = f"{_fmt(row[f'{metric}_mean'], digits)} ± {_fmt(row[f'{metric}_std'], digits)}"
+    # One slice has no spread: no "± 0.00" that would read as a measured one.
+    one = row.get("n_slices") == 1
+    text = _fmt(row[f"{metric}_mean"], digits) + ("" if one else f" ± {_fmt(row[f'{metric}_std'], digits)}")
     delta = row.get(f"{metric}_delta_ref")
     return text if is_reference or delta is None else f"{text} ({_fmt(delta, digits, '+')})"
 
