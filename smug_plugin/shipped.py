@@ -42,3 +42,24 @@ def yaml_files(folder: Traversable, prefix: str = "") -> dict[str, Traversable]:
         elif entry.name.endswith(".yaml"):
             found[prefix + entry.name.removesuffix(".yaml")] = entry
     return dict(sorted(found.items()))
+
+
+def summary(entry: Traversable, limit: int = 100) -> str:
+    """The first sentence of a shipped YAML's opening comment (its one-line description), at most ``limit`` chars."""
+    lines = []
+    for line in entry.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("# ").strip())
+    text = " ".join(lines)
+    sentence = text.split(". ")[0].split(": ")[0] if text else "no description"
+    return sentence if len(sentence) <= limit else sentence[: limit - 3].rstrip() + "..."
+
+
+def protocol_help() -> str:
+    """Every shipped robustness protocol with its one-line description, for ``--help``."""
+    try:
+        protocols = yaml_files(shipped_folder(CONFIGS).joinpath("robustness"))
+    except FileNotFoundError:
+        return "none shipped"
+    return "; ".join(f"{name} ({summary(entry)})" for name, entry in protocols.items())

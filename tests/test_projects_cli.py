@@ -54,3 +54,18 @@ def test_copy_refuses_unknown_names_and_existing_files(tmp_path, capsys):
     assert main(["projects", "copy", "modl_knee", str(tmp_path)]) == 2
     assert "use --force" in capsys.readouterr().err
     assert main(["projects", "copy", "modl_knee", str(tmp_path), "--force"]) == 0
+
+
+def test_every_option_of_every_command_has_help():
+    import argparse
+
+    from smug_plugin.cli.main import build_parser
+
+    commands = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)][0].choices
+    missing = []
+    for name, parser in commands.items():
+        nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        parsers = [(name, parser)] + [(f"{name} {n}", p) for a in nested for n, p in a.choices.items()]
+        for label, each in parsers:
+            missing += [f"{label} {a.option_strings[0]}" for a in each._actions if a.option_strings and not a.help]
+    assert missing == []

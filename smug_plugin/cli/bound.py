@@ -22,16 +22,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "Writes bound.json, bound.md and bound.png to --output-dir."
         ),
     )
-    parser.add_argument("--model", action="append", required=True, metavar="NAME=CONFIG.yaml:CHECKPOINT.pt")
+    parser.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="NAME=CONFIG.yaml:CHECKPOINT.pt",
+        help="A smoothed plugin model (repeatable): display name, its DIRECT YAML and checkpoint.",
+    )
     parser.add_argument("--data-root", required=True, type=pathlib.Path, help="Directory of fastMRI-format h5 files.")
-    parser.add_argument("--output-dir", required=True, type=pathlib.Path)
+    parser.add_argument(
+        "--output-dir", required=True, type=pathlib.Path, help="Folder for bound.md/.json and the figure (locked)."
+    )
     parser.add_argument(
         "--evaluation", type=pathlib.Path, default=None, help="Output folder of smug evaluate on the same models."
     )
     parser.add_argument("--perturbation", default="pgd", help="The perturbation of --evaluation to compare with.")
-    parser.add_argument("--power-iterations", type=int, default=50)
-    parser.add_argument("--max-slices", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--power-iterations", type=int, default=50, help="Power iterations for ||A|| and alpha.")
+    parser.add_argument("--max-slices", type=int, default=None, help="Use only the first N slices.")
+    parser.add_argument("--batch-size", type=int, default=4, help="Slices processed at once.")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores).")
     parser.set_defaults(func=run)
     return parser

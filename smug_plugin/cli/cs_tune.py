@@ -26,12 +26,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--data-model", required=True, metavar="CONFIG.yaml:CHECKPOINT.pt", help="A DIRECT model.")
     parser.add_argument("--data-root", required=True, type=pathlib.Path, help="The VALIDATION split (h5 files).")
     parser.add_argument("--output", required=True, type=pathlib.Path, help="The CS model YAML to write.")
-    parser.add_argument("--weights", type=float, nargs="+", default=list(DEFAULT_WEIGHTS))
-    parser.add_argument("--iterations", type=int, default=50)
-    parser.add_argument("--wavelet", default="db4")
-    parser.add_argument("--levels", type=int, default=3)
-    parser.add_argument("--max-slices", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument(
+        "--weights",
+        type=float,
+        nargs="+",
+        default=list(DEFAULT_WEIGHTS),
+        help="l1-wavelet weights to try (in DIRECT's normalised units).",
+    )
+    parser.add_argument("--iterations", type=int, default=50, help="Proximal-gradient iterations per reconstruction.")
+    parser.add_argument("--wavelet", default="db4", help="Orthogonal wavelet (pywt name).")
+    parser.add_argument("--levels", type=int, default=3, help="Wavelet decomposition levels.")
+    parser.add_argument("--max-slices", type=int, default=None, help="Use only the first N slices.")
+    parser.add_argument("--batch-size", type=int, default=4, help="Slices reconstructed at once.")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores).")
     parser.set_defaults(func=run)
     return parser

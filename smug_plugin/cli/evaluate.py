@@ -7,6 +7,7 @@ import argparse
 import pathlib
 
 from smug_plugin.cli.foundation import count_problem, one_line, output_dir_problem
+from smug_plugin.shipped import protocol_help
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -35,15 +36,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--protocol",
         required=True,
         metavar="NAME|PATH",
-        help="Robustness protocol: a shipped one by name (paper, reproduce, smoke, ...) or a protocol YAML.",
+        help=f"Robustness protocol: a protocol YAML, or a shipped one by name: {protocol_help()}.",
     )
     parser.add_argument("--data-root", required=True, type=pathlib.Path, help="Directory of fastMRI-format h5 files.")
-    parser.add_argument("--output-dir", required=True, type=pathlib.Path)
+    parser.add_argument(
+        "--output-dir",
+        required=True,
+        type=pathlib.Path,
+        help="Folder for the report, records, figures and cards (created; one run at a time: it is locked).",
+    )
     parser.add_argument("--reference", default=None, help="Model the table is relative to (default: the first).")
     parser.add_argument("--seed", type=int, default=None, help="Run seed (default: the protocol's seed).")
     parser.add_argument("--resume", action="store_true", help="Continue an interrupted run in --output-dir.")
     parser.add_argument("--max-slices", type=int, default=None, help="Evaluate only the first N slices.")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="torch device of the models and attacks (cpu, cuda, cuda:1).")
     parser.add_argument("--batch-size", type=int, default=4, help="Slices attacked at once (within one volume).")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores).")
     parser.add_argument("--no-progress", action="store_true", help="Print no progress and no per-condition summaries.")

@@ -22,8 +22,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--filter-model", default=None, help="The model that picks the hardest slices.")
     parser.add_argument("--fraction", type=float, default=0.1, help="The filtered fraction (default: 10 %%).")
     parser.add_argument("--perturbation", default="clean", help="The main condition compared (default: clean).")
-    parser.add_argument("--metric", default="psnr", choices=["psnr", "ssim", "nmse"])
-    parser.add_argument("--output-dir", required=True, type=pathlib.Path)
+    parser.add_argument(
+        "--metric", default="psnr", choices=["psnr", "ssim", "nmse"], help="Metric compared across the sets."
+    )
+    parser.add_argument("--output-dir", required=True, type=pathlib.Path, help="Folder for shifts.md/.json (locked).")
     parser.set_defaults(func=run)
     return parser
 

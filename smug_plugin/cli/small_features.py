@@ -20,12 +20,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "small_features.png (the first slice)."
         ),
     )
-    parser.add_argument("--model", action="append", required=True, metavar="NAME=CONFIG.yaml:CHECKPOINT.pt")
+    parser.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="NAME=CONFIG.yaml:CHECKPOINT.pt",
+        help="A model (repeatable): display name, DIRECT YAML and checkpoint, or NAME=CS.yaml.",
+    )
     parser.add_argument("--data-root", required=True, type=pathlib.Path, help="h5 files with fully sampled k-space.")
-    parser.add_argument("--output-dir", required=True, type=pathlib.Path)
+    parser.add_argument(
+        "--output-dir", required=True, type=pathlib.Path, help="Folder for the heat maps and the report (locked)."
+    )
     parser.add_argument("--stride", type=int, default=4, help="Grid step of the window, in pixels.")
     parser.add_argument("--window-batch", type=int, default=8, help="Windows reconstructed at once.")
-    parser.add_argument("--max-slices", type=int, default=1)
+    parser.add_argument("--max-slices", type=int, default=1, help="Slices to slide the feature over.")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores).")
     parser.set_defaults(func=run)
     return parser
