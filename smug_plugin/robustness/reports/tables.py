@@ -242,6 +242,14 @@ def markdown_table(
             for model in models:
                 vals = [_fmt(c[(v, model)]["psnr_mean"]) if (v, model) in c else "n/a" for v in values]
                 lines.append(f"| {model} | " + " | ".join(vals) + " |")
+    figures = [f"psnr_vs_{group}.png" for group in dict.fromkeys(c["group"] for c in layout if c["group"] != "main")]
+    if any(r["group"] == "main" for r in rows):
+        figures.insert(0, "panels.png")
+    if figures:
+        lines += [
+            "",
+            "Figures: " + ", ".join(f"[{name}]({name})" for name in figures) + " (sanity-check figures below).",
+        ]
     if checks:
         lines += markdown_section(checks)
     return "\n".join(lines) + "\n"
