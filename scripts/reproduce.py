@@ -275,7 +275,8 @@ def main() -> int:
         "sum_of_step_seconds": round(sum(step["seconds"] or 0 for step in steps), 1),
         "this_invocation_seconds": round(time.perf_counter() - study_start, 1),
     }
-    (results / "study.json").write_text(json.dumps(study, indent=2))
+    # Commands as run from the repository root, without this machine's path to it.
+    (results / "study.json").write_text(json.dumps(study, indent=2).replace(str(ROOT) + "/", ""))
     (results / "STUDY.md").write_text(study_markdown(study, json.loads((results / "robustness.json").read_text())))
     log(f"done: this invocation {study['this_invocation_seconds'] / 60:.1f} min")
     if args.beyond:

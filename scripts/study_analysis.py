@@ -114,11 +114,20 @@ def write_figures(results: pathlib.Path, summary: dict, data: dict) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
-    for i, (group, entry) in enumerate(summary["groups"].items()):
-        c = entry["conditions"]
-        if "PGD" not in c or group.startswith("SMUG lambda_l"):
-            continue
-        ax.scatter(c["clean"]["seed_means"], c["PGD"]["seed_means"], label=group, color=f"C{i % 10}", s=36)
+    plotted = [
+        g for g, e in summary["groups"].items() if "PGD" in e["conditions"] and not g.startswith("SMUG lambda_l")
+    ]
+    for i, group in enumerate(plotted):
+        c = summary["groups"][group]["conditions"]
+        marker = "osD^vP*X"[i % 8]
+        ax.scatter(
+            c["clean"]["seed_means"],
+            c["PGD"]["seed_means"],
+            label=group,
+            color=plt.cm.tab10(i % 10),
+            marker=marker,
+            s=40,
+        )
     points = frontier(summary)
     if points:
         ax.plot([p[1] for p in points], [p[2] for p in points], "k--", lw=1, label="SMUG lambda_l frontier (seed 0)")
