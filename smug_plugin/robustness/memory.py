@@ -166,8 +166,7 @@ def estimate_models(models, data_root: pathlib.Path, batch: int) -> list[MemoryE
 
     estimates = []
     for model in models:
-        module = getattr(model, "module", None)
-        network = module() if callable(module) else module
+        network = getattr(model, "module", None)  # EngineReconstructor.module: the engine's unwrapped model
         if not isinstance(network, SmoothedUnrolledNetwork):
             continue
         geometry = data_geometry(data_root, _inference_crop(getattr(model, "cfg", None)))
