@@ -2,13 +2,22 @@
 PY := .venv/bin/python
 SMUG := .venv/bin/smug
 
-.PHONY: setup test demo reproduce beyond investigate lint bench clean
+.PHONY: setup test test-fastmri gpu-check demo reproduce beyond investigate lint bench clean
 
 setup:
 	@bash scripts/setup.sh
 
 test: setup
 	$(PY) -m pytest
+
+# Every knee and brain project end to end (direct train, direct predict, smug evaluate) on fastMRI-shaped files:
+# minutes per project on a CPU, most of it DIRECT's ESPIRiT.
+test-fastmri: setup
+	SMUG_FASTMRI_E2E=1 $(PY) -m pytest tests/test_fastmri_shapes.py
+
+# On a machine with a CUDA GPU (<= ~8 min): paper-size MoDL/SMUG steps and a fastMRI-shaped evaluation, results/gpu/.
+gpu-check: setup
+	$(PY) scripts/gpu_check.py
 
 demo: setup
 	@bash scripts/demo.sh

@@ -250,6 +250,9 @@ def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, se
     np.random.seed(settings.seed)
     settings.output_dir.mkdir(parents=True, exist_ok=True)
     models = load_models(specs, settings.device, settings.output_dir / "direct_logs", ranks.node_rank)
+    from smug_plugin.robustness.memory import check_attack_memory
+
+    check_attack_memory(models, protocol, settings)  # one line naming the option when an attack cannot fit
     direct_models = [(spec, m) for spec, m in zip(specs, models) if isinstance(spec, ModelSpec)]
     warnings = [w for spec, m in direct_models for w in training_config_warnings(spec, m.cfg)]
     for warning in warnings if speak else []:

@@ -24,12 +24,17 @@ def ismrmrd_header(
     num_slices: int,
     num_coils: int,
     protocol: str = "AXT1",
+    *,
+    recon_matrix: tuple[int, int] | None = None,
+    recon_fov_mm: tuple[float, float] | None = None,
+    acquired_columns: int | None = None,
 ) -> str:
     """Build the ISMRMRD XML header of a 2D Cartesian multi-slice acquisition.
 
     fastMRI's convention is followed: matrixSize x = H (readout, axis -2), y = W (phase encoding, axis -1).
-    Encoded and reconstructed spaces are equal (no readout oversampling is simulated) and the phase-encoding
-    limits span all W columns with the centre at W // 2, so DIRECT's header parsing finds no padded columns.
+    By default encoded and reconstructed spaces are equal (no readout oversampling) and the phase-encoding
+    limits span all W columns with the centre at W // 2, so DIRECT's header parsing finds no padded columns; the
+    fastMRI-shaped fixtures (:mod:`smug_plugin.data.fastmri_shaped`) set both as fastMRI's files do.
 
     Parameters
     ----------
@@ -43,6 +48,12 @@ def ismrmrd_header(
         Number of slices and receiver channels.
     protocol : str
         Protocol name.
+    recon_matrix, recon_fov_mm : tuple[int, int], optional
+        The reconstruction space (fastMRI: 320 x 320 with 2x readout oversampling in the encoded space); default:
+        that of the encoded space.
+    acquired_columns : int, optional
+        Phase-encoding columns actually sampled, centred at W // 2; the others are zero padding, which DIRECT and
+        fastMRI find from ``kspace_encoding_step_1`` (fastMRI knee: 368 columns, about 334 acquired). Default: all.
 
     Returns
     -------
@@ -76,12 +87,16 @@ def ismrmrd_header(
     sub(system, "systemVendor", "smug_plugin simulation")
     sub(system, "receiverChannels", num_coils)
     encoding = sub(root, "encoding")
-    for space in ("encodedSpace", "reconSpace"):
+    spaces = {"encodedSpace": (matrix, fov_mm), "reconSpace": (recon_matrix or matrix, recon_fov_mm or fov_mm)}
+    for space, (size, fov) in spaces.items():
         element = sub(encoding, space)
-        xyz(element, "matrixSize", (matrix[0], matrix[1], 1))
-        xyz(element, "fieldOfView_mm", (*(float(f) for f in fov_mm), float(slice_thickness_mm)))
+        xyz(element, "matrixSize", (size[0], size[1], 1))
+        xyz(element, "fieldOfView_mm", (*(float(f) for f in fov), float(slice_thickness_mm)))
     encoding_limits = sub(encoding, "encodingLimits")
-    limits(encoding_limits, "kspace_encoding_step_1", matrix[1] - 1, matrix[1] // 2)
+    # DIRECT and fastMRI: padding_left = W // 2 - center, padding_right = padding_left + maximum + 1.
+    acquired = matrix[1] if acquired_columns is None else acquired_columns
+    first = matrix[1] // 2 - acquired // 2
+    limits(encoding_limits, "kspace_encoding_step_1", acquired - 1, matrix[1] // 2 - first)
     limits(encoding_limits, "kspace_encoding_step_2", 0, 0)
     limits(encoding_limits, "slice", num_slices - 1, num_slices // 2)
     sub(encoding, "trajectory", "cartesian")
@@ -101,6 +116,7 @@ def write_fastmri_h5(
     acquisition: str,
     patient_id: str,
     extra_attrs: dict[str, object] | None = None,
+    target_shape: tuple[int, int] | None = None,
 ) -> None:
     """Write one volume atomically (:func:`smug_plugin.atomic.atomic_path`), with the mode the umask gives.
 
@@ -118,11 +134,19 @@ def write_fastmri_h5(
         fastMRI attributes.
     extra_attrs : dict[str, object], optional
         Further file attributes (provenance).
+    target_shape : tuple[int, int], optional
+        Centre-crop ``reconstruction_rss`` to this (the reconstruction space, fastMRI: 320 x 320), as fastMRI
+        does; default: the k-space's H x W.
     """
     if kspace.ndim != 4 or not np.iscomplexobj(kspace):
         raise ValueError(f"kspace must be complex (slices, coils, H, W), got {kspace.dtype} {kspace.shape}.")
     kspace = kspace.astype(np.complex64)
     target = rss_from_kspace(kspace).astype(np.float32)
+    if target_shape is not None:
+        if any(t > s for t, s in zip(target_shape, target.shape[-2:])):
+            raise ValueError(f"target_shape {target_shape} exceeds the k-space's {target.shape[-2:]}.")
+        top, left = ((s - t) // 2 for s, t in zip(target.shape[-2:], target_shape))
+        target = np.ascontiguousarray(target[:, top : top + target_shape[0], left : left + target_shape[1]])
     with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as handle:
         # One slice per chunk: DIRECT reads slice by slice.
         handle.create_dataset("kspace", data=kspace, chunks=(1, *kspace.shape[1:]))

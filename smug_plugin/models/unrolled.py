@@ -198,7 +198,8 @@ class SmoothedUnrolledNetwork(nn.Module):
             weights initialise this model's denoiser when training starts (:meth:`load_pretrained_denoiser`,
             called by the engine); building the model does not read it, so a trained model runs without it.
         gradient_checkpointing : bool
-            Recompute each unroll in the backward pass instead of storing its activations (training only).
+            Recompute each unroll in the backward pass instead of storing its activations, whenever gradients are
+            taken: in training and in the attacks of ``smug evaluate`` (eval mode); never under ``torch.no_grad``.
         checkpoint_each_draw : bool
             With ``gradient_checkpointing``: recompute the denoiser one noise draw at a time instead of the whole
             unroll, so that SMUG with K draws holds about MoDL's memory rather than K times the denoiser's; its
@@ -398,7 +399,9 @@ class SmoothedUnrolledNetwork(nn.Module):
         if self.reuse_noise and self.is_randomized and self.smoothing != Smoothing.INPUT:
             fixed_noise = self._noise((draws, *adjoint.shape), generator, adjoint)
 
-        checkpointed = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+        # Whenever gradients are taken: in training, and in eval mode while an attack differentiates the output with
+        # respect to the k-space (the noise is drawn outside the recomputed unroll, so both passes see the same).
+        checkpointed = self.gradient_checkpointing and torch.is_grad_enabled()
         for _ in range(self.num_steps):
             noise = fixed_noise
             if noise is None and self.is_randomized and self.smoothing != Smoothing.INPUT:
