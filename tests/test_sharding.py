@@ -12,11 +12,11 @@ import torch
 from direct.data.transforms import fft2, ifft2
 
 from smug_plugin.models.smug import SMUG
-from smug_plugin.robustness.distributed import Ranks
-from smug_plugin.robustness.progress import INTERVAL_S, Progress
-from smug_plugin.robustness.protocol import Condition, PerturbationSpec
-from smug_plugin.robustness.reconstructors import PluginReconstructor, TestTimeSettings
-from smug_plugin.robustness.records import (
+from smug_plugin.robustness.reconstructors.interface import PluginReconstructor, TestTimeSettings
+from smug_plugin.robustness.run.distributed import Ranks
+from smug_plugin.robustness.run.progress import INTERVAL_S, Progress
+from smug_plugin.robustness.run.protocol import Condition, PerturbationSpec
+from smug_plugin.robustness.run.records import (
     RANK_RECORDS,
     RECORDS,
     RecordStore,
@@ -26,7 +26,7 @@ from smug_plugin.robustness.records import (
     rank_record_files,
     recorded_units,
 )
-from smug_plugin.robustness.sharding import assign, share, unit_cost
+from smug_plugin.robustness.run.sharding import assign, share, unit_cost
 
 
 def test_ranks_come_from_torchrun_and_one_process_without_it():
@@ -176,7 +176,7 @@ def test_progress_in_a_log_file_is_plain_lines_at_a_bounded_rate(monkeypatch):
     assert summary in lines
     # After INTERVAL_S without a line, the next unit prints one, whatever its percentage.
     clock = progress._last_line
-    monkeypatch.setattr("smug_plugin.robustness.progress.time.monotonic", lambda: clock + INTERVAL_S + 1)
+    monkeypatch.setattr("smug_plugin.robustness.run.progress.time.monotonic", lambda: clock + INTERVAL_S + 1)
     _finish(progress, conditions[-1:])
     last = log.getvalue().splitlines()[len(lines) :]
     assert last[0].startswith("[rank 1/2] robustness: 250/250 units (100%)") and "left, last main/pgd" in last[0]
@@ -199,7 +199,7 @@ def test_direct_finds_the_node_group_the_evaluation_gives_it(tmp_path):
     import torch.distributed as dist
     from direct.utils import communication
 
-    from smug_plugin.robustness import direct_adapter
+    from smug_plugin import direct_adapter
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
