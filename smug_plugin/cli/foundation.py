@@ -2,7 +2,7 @@
 
 `run_command` runs a command's ``compute(args, inputs)`` after checking, before any model is loaded, every option
 the command has under its standard name: counts (``--batch-size``, ``--threads``, ...), ``--model`` (files, and
-display names that may become file names), ``--data-root`` (the h5 checks of `data_files`; files DIRECT skips are
+display names that may become file names), ``--data-root`` (the h5 checks of `data.checks`; files DIRECT skips are
 returned as data issues for the report) and ``--output-dir`` (a folder that can be written, held under the lock of
 `output_lock` while the command runs). A new command that names its options so gets every check without writing
 one. Bad input is one line, ``smug COMMAND: error: ...``, and exit status 2.
@@ -113,7 +113,7 @@ def data_root_problem(path: pathlib.Path, option: str = "--data-root") -> str | 
 
 
 def check_data(data_root: pathlib.Path, option: str = "--data-root", fully_sampled: str | None = None) -> list[dict]:
-    """The checks of `data_files` on a data root; returns the files DIRECT will skip as report entries.
+    """The checks of `data.checks` on a data root; returns the files DIRECT will skip as report entries.
     ``fully_sampled``: what needs fully sampled k-space (then undersampled files are refused)."""
     from smug_plugin.data.checks import check_data_root, check_fully_sampled
 
