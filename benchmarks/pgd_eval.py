@@ -112,10 +112,14 @@ def main() -> None:
     from smug_plugin.robustness.attacks.apgd import APGD
     from smug_plugin.robustness.attacks.objective import reconstruction_error
     from smug_plugin.robustness.attacks.pgd import PGD
-    from smug_plugin.robustness.batches import build_dataset, iterate_batches, load_batch
-    from smug_plugin.robustness.checkpoints import ModelSpec, load_reconstructor, save_fresh_checkpoint
-    from smug_plugin.robustness.protocol import PerturbationSpec
-    from smug_plugin.robustness.reconstructors import ConfiguredModel
+    from smug_plugin.robustness.reconstructors.direct_engines import (
+        ModelSpec,
+        load_reconstructor,
+        save_fresh_checkpoint,
+    )
+    from smug_plugin.robustness.reconstructors.interface import ConfiguredModel
+    from smug_plugin.robustness.run.batches import build_dataset, iterate_batches, load_batch
+    from smug_plugin.robustness.run.protocol import PerturbationSpec
 
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"command: python benchmarks/pgd_eval.py {' '.join(sys.argv[1:])}".rstrip())

@@ -66,7 +66,7 @@ def model_figures(device) -> list[dict]:
 
     from smug_plugin.models.modl import MoDL
     from smug_plugin.models.smug import SMUG
-    from smug_plugin.robustness.memory import GIB, attack_peak_bytes
+    from smug_plugin.robustness.run.memory import GIB, attack_peak_bytes
 
     rows = []
     kspace, mask, sens = inputs(device)

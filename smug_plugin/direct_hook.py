@@ -122,7 +122,7 @@ def direct_input_error(exc: BaseException) -> str | None:
     import pickle
 
     if type(exc).__module__.startswith("yaml"):
-        from smug_plugin.robustness.config_errors import describe_config_error
+        from smug_plugin.config_errors import describe_config_error
 
         cfg = _argument("--cfg") or "the --cfg YAML"
         text = describe_config_error(exc)

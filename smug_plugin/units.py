@@ -78,7 +78,7 @@ def measured_intensity_scale(
 
 def reference_intensity_scale(target_image: torch.Tensor) -> torch.Tensor:
     """The papers' scale: s of the complex coil-combined fully sampled image S^H F^-1 y_full ``(N, H, W, 2)``
-    (:func:`smug_plugin.losses.complex_target_image`); it needs the ground truth."""
+    (`smug_plugin.operators.MultiCoilOperator.coil_combine` of the fully sampled k-space); it needs the ground truth."""
     return intensity_scale(target_image)
 
 

@@ -3,7 +3,7 @@
 import pathlib
 
 from smug_plugin.data.phantom import write_phantom_h5
-from smug_plugin.robustness.checkpoints import save_fresh_checkpoint
+from smug_plugin.robustness.reconstructors.direct_engines import save_fresh_checkpoint
 
 MODELS = {
     "varnet": {
@@ -75,8 +75,8 @@ def make_setup(root: pathlib.Path, models: tuple[str, ...] = ("varnet", "rim")) 
 
 def loaded_setup(root: pathlib.Path, models: tuple[str, ...]) -> tuple[dict, dict]:
     """The models of :func:`make_setup` loaded as reconstructors, and the first batch (2 slices) of the data."""
-    from smug_plugin.robustness.batches import build_dataset, iterate_batches, load_batch
-    from smug_plugin.robustness.checkpoints import ModelSpec, load_reconstructor
+    from smug_plugin.robustness.reconstructors.direct_engines import ModelSpec, load_reconstructor
+    from smug_plugin.robustness.run.batches import build_dataset, iterate_batches, load_batch
 
     setup = make_setup(root, models)
     loaded = {}
@@ -111,7 +111,7 @@ def write_evaluation(
     complete or not) and records.jsonl, one unit per (condition, batch) of ``records``, markers naming the run."""
     import json
 
-    from smug_plugin.robustness.records import MANIFEST, RECORDS, RECORDS_FORMAT, RecordStore, run_id
+    from smug_plugin.robustness.run.records import MANIFEST, RECORDS, RECORDS_FORMAT, RecordStore, run_id
 
     folder.mkdir(parents=True)
     names = sorted({r["model"] for r in records})

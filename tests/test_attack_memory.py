@@ -7,7 +7,7 @@ import torch
 from direct.data.transforms import fft2, ifft2
 
 from smug_plugin.models.smug import SMUG
-from smug_plugin.robustness.memory import (
+from smug_plugin.robustness.run.memory import (
     GIB,
     MemoryEstimate,
     attack_peak_bytes,

@@ -16,7 +16,7 @@ from smug_plugin.robustness.attacks.gaussian import GaussianNoise
 from smug_plugin.robustness.attacks.pgd import PGD
 from smug_plugin.robustness.attacks.square import Square
 from smug_plugin.robustness.metrics import psnr_per_slice
-from smug_plugin.robustness.protocol import PerturbationSpec, ProtocolError, load_protocol
+from smug_plugin.robustness.run.protocol import PerturbationSpec, ProtocolError, load_protocol
 from smug_plugin.robustness.seeds import derive_seed
 
 BUDGET = Budget(0.2)

@@ -17,8 +17,8 @@ from omegaconf import OmegaConf
 from robustness_fixtures import make_setup, write_direct_yaml
 
 from smug_plugin.cli.main import main
-from smug_plugin.robustness import checkpoints
-from smug_plugin.robustness.checkpoints import save_fresh_checkpoint
+from smug_plugin.robustness.reconstructors import direct_engines as checkpoints
+from smug_plugin.robustness.reconstructors.direct_engines import save_fresh_checkpoint
 
 CLEAN = "perturbations: [{name: clean, kind: clean}]\n"
 RESULTS = ("robustness.json", "robustness.csv", "robustness.md", "records.jsonl", "manifest.json")
@@ -141,7 +141,7 @@ def test_corrupt_or_foreign_checkpoints_are_named_with_what_they_are(setup, tmp_
 
 
 def test_a_checkpoint_that_fits_is_loaded_bit_for_bit(setup, tmp_path):
-    from smug_plugin.robustness.checkpoints import ModelSpec, load_reconstructor
+    from smug_plugin.robustness.reconstructors.direct_engines import ModelSpec, load_reconstructor
 
     spec = ModelSpec.parse(setup["specs"][0])
     model = load_reconstructor(spec, "cpu", tmp_path / "logs")

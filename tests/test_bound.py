@@ -9,8 +9,8 @@ import torch
 from direct.data.transforms import fft2, ifft2
 
 from smug_plugin.operators import MultiCoilOperator
-from smug_plugin.robustness.bound import bound_constants, contraction, operator_norms
 from smug_plugin.robustness.reports.bound_report import model_summary
+from smug_plugin.robustness.studies.bound import bound_constants, contraction, operator_norms
 
 
 def dense_normal_spectrum(operator: MultiCoilOperator, size: int) -> torch.Tensor:

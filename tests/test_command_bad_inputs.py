@@ -17,8 +17,8 @@ from conftest import restored_logging_and_threads
 from robustness_fixtures import make_setup, write_direct_yaml
 
 from smug_plugin.cli.main import main
-from smug_plugin.robustness import checkpoints
-from smug_plugin.robustness.output_lock import output_dir_lock
+from smug_plugin.robustness.reconstructors import direct_engines as checkpoints
+from smug_plugin.robustness.run.output_lock import output_dir_lock
 
 NOISE = "perturbations: [{name: clean, kind: clean}, {name: noise, kind: gaussian, budget: 0.01}]\n"
 MODEL_COMMANDS = ("evaluate", "bound", "small-features")

@@ -11,8 +11,8 @@ import yaml
 from smug_plugin.cli.main import main
 from smug_plugin.cs.config import load_cs_settings, write_cs_yaml
 from smug_plugin.cs.wavelet_sense import L1WaveletSettings
-from smug_plugin.robustness.cs_model import CSReconstructor
-from smug_plugin.robustness.reconstructors import TestTimeSettings
+from smug_plugin.robustness.reconstructors.cs_baseline import CSReconstructor
+from smug_plugin.robustness.reconstructors.interface import TestTimeSettings
 
 SETTINGS = L1WaveletSettings(weight=0.1, iterations=30, wavelet="db2", levels=2)
 PROTOCOL = """name: cs
@@ -30,8 +30,12 @@ def loaded(tmp_path_factory):
     from robustness_fixtures import write_direct_yaml
 
     from smug_plugin.data.phantom import write_phantom_h5
-    from smug_plugin.robustness.batches import build_dataset, iterate_batches, load_batch
-    from smug_plugin.robustness.checkpoints import ModelSpec, load_reconstructor, save_fresh_checkpoint
+    from smug_plugin.robustness.reconstructors.direct_engines import (
+        ModelSpec,
+        load_reconstructor,
+        save_fresh_checkpoint,
+    )
+    from smug_plugin.robustness.run.batches import build_dataset, iterate_batches, load_batch
 
     root = tmp_path_factory.mktemp("cs")
     data = write_phantom_h5(root / "data", num_files=1, shape=(64, 48), coils=8, slices=2)

@@ -6,8 +6,13 @@ import json
 import pytest
 import torch
 
-from smug_plugin.robustness.defense import DefendedReconstructor, DefenseSettings, _centre_run, extra_masks
-from smug_plugin.robustness.reconstructors import TestTimeSettings
+from smug_plugin.robustness.defenses.cyclic_consistency import (
+    DefendedReconstructor,
+    DefenseSettings,
+    _centre_run,
+    extra_masks,
+)
+from smug_plugin.robustness.reconstructors.interface import TestTimeSettings
 
 CLEAN_TOLERANCE_DB = 1.0  # the defense may cost a clean reconstruction at most this much PSNR on the tiny model
 PROTOCOL = """name: defense

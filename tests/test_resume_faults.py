@@ -17,8 +17,8 @@ from conftest import smug_command
 from robustness_fixtures import make_setup
 
 from smug_plugin.cli.main import main
-from smug_plugin.robustness.output_lock import LOCK, OutputDirLocked, output_dir_lock
-from smug_plugin.robustness.records import RECORDS, RecordStore, RecordStoreError, load_panels, prepare_output
+from smug_plugin.robustness.run.output_lock import LOCK, OutputDirLocked, output_dir_lock
+from smug_plugin.robustness.run.records import RECORDS, RecordStore, RecordStoreError, load_panels, prepare_output
 
 # Every kind of seed use: the clean reconstruction (output, attack target, rob_err reference), matched noise, PGD's
 # random start and noise draws, a test-time shift (the clean reconstruction under other settings) and a data shift.
@@ -130,7 +130,7 @@ def test_killed_and_resumed_runs_give_every_value_of_an_uninterrupted_run(setup,
 
 
 def _load(setup: dict, names: tuple[str, ...], log_dir: pathlib.Path) -> list:
-    from smug_plugin.robustness.checkpoints import ModelSpec, load_reconstructor
+    from smug_plugin.robustness.reconstructors.direct_engines import ModelSpec, load_reconstructor
 
     specs = {spec.split("=")[0]: spec for spec in setup["specs"]}
     return [load_reconstructor(ModelSpec.parse(specs[name]), "cpu", log_dir) for name in names]
@@ -138,8 +138,8 @@ def _load(setup: dict, names: tuple[str, ...], log_dir: pathlib.Path) -> list:
 
 def _evaluate(setup: dict, models: list, protocol_text: str, out: pathlib.Path) -> dict:
     """Per-slice values of an in-process evaluation, keyed by condition, model and slice."""
-    from smug_plugin.robustness.loop import Evaluator, RunSettings
-    from smug_plugin.robustness.protocol import load_protocol
+    from smug_plugin.robustness.run.loop import Evaluator, RunSettings
+    from smug_plugin.robustness.run.protocol import load_protocol
 
     out.mkdir()
     (out / "p.yaml").write_text(protocol_text)

@@ -30,7 +30,7 @@ from smug_plugin.robustness.attacks.clean import Clean
 from smug_plugin.robustness.attacks.gaussian import GaussianNoise
 from smug_plugin.robustness.attacks.pgd import PGD
 from smug_plugin.robustness.attacks.square import Square
-from smug_plugin.robustness.protocol import PerturbationSpec, ProtocolError, load_protocol
+from smug_plugin.robustness.run.protocol import PerturbationSpec, ProtocolError, load_protocol
 
 B, C, H, W = 2, 3, 8, 6
 

@@ -1,4 +1,4 @@
-"""What `smug_plugin.robustness.direct_adapter` relies on in DIRECT's private functions: fails when DIRECT changes."""
+"""What `smug_plugin.direct_adapter` relies on in DIRECT's private functions: fails when DIRECT changes."""
 
 import inspect
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from robustness_fixtures import loaded_setup
 
-from smug_plugin.robustness import direct_adapter
+from smug_plugin import direct_adapter
 
 
 def test_private_direct_functions_keep_the_signatures_relied_on():

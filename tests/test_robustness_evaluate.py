@@ -11,7 +11,7 @@ from robustness_fixtures import make_setup
 
 from smug_plugin.cli.main import main
 from smug_plugin.robustness.attacks import Budget
-from smug_plugin.robustness.protocol import shipped_protocols
+from smug_plugin.robustness.run.protocol import shipped_protocols
 
 SMOKE = "smoke"
 
@@ -103,7 +103,7 @@ def test_resume_completes_an_interrupted_run(setup, full_run, tmp_path):
 
 
 def test_transferred_perturbation_is_applied_unchanged(setup, tmp_path, monkeypatch):
-    from smug_plugin.robustness.reconstructors import NativeReconstructor
+    from smug_plugin.robustness.reconstructors.interface import NativeReconstructor
 
     protocol = tmp_path / "transfer.yaml"
     protocol.write_text(
@@ -186,8 +186,8 @@ def test_missing_checkpoint_gives_clear_error(setup, tmp_path, capsys):
 
 
 def test_nan_kspace_is_refused(setup):
-    from smug_plugin.robustness.batches import build_dataset, iterate_batches, load_batch
-    from smug_plugin.robustness.checkpoints import ModelSpec, load_reconstructor
+    from smug_plugin.robustness.reconstructors.direct_engines import ModelSpec, load_reconstructor
+    from smug_plugin.robustness.run.batches import build_dataset, iterate_batches, load_batch
 
     model = load_reconstructor(ModelSpec.parse(setup["specs"][0]), "cpu", setup["data"].parent / "logs")
     dataset = build_dataset(model, setup["data"], None, None)
@@ -243,7 +243,7 @@ def test_attack_draws_fresh_noise_per_step_or_per_eot_sample(eot):
 
 @pytest.mark.parametrize("name", sorted(shipped_protocols()))
 def test_shipped_protocols_load(name):
-    from smug_plugin.robustness.protocol import load_protocol
+    from smug_plugin.robustness.run.protocol import load_protocol
 
     protocol = load_protocol(name)
     assert protocol.conditions(), f"protocol '{name}' defines no condition to evaluate"

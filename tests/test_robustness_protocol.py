@@ -6,9 +6,9 @@ import pytest
 from conftest import REPO_ROOT
 
 from smug_plugin.cli.main import main
-from smug_plugin.robustness.protocol import ProtocolError, load_protocol, shipped_protocols
-from smug_plugin.robustness.reconstructors import TestTimeSettings
-from smug_plugin.robustness.sweeps import SWEEPS, SweepKind, register_sweep
+from smug_plugin.robustness.reconstructors.interface import TestTimeSettings
+from smug_plugin.robustness.run.protocol import ProtocolError, load_protocol, shipped_protocols
+from smug_plugin.robustness.run.sweeps import SWEEPS, SweepKind, register_sweep
 
 SWEEP_PROTOCOL = """
 perturbations:

@@ -5,7 +5,7 @@ import torch
 from robustness_fixtures import loaded_setup
 
 from smug_plugin.operators import MultiCoilOperator
-from smug_plugin.robustness.reconstructors import (
+from smug_plugin.robustness.reconstructors.interface import (
     ConfiguredModel,
     NativeReconstructor,
     PluginReconstructor,

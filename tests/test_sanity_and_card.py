@@ -17,11 +17,11 @@ from attack_models import (
 
 from smug_plugin.provenance import package_versions
 from smug_plugin.robustness.attacks import Targets
-from smug_plugin.robustness.loop import Measurement, scale_stability
 from smug_plugin.robustness.metrics import psnr_per_slice, robustness_errors, slice_metrics
-from smug_plugin.robustness.protocol import PerturbationSpec
 from smug_plugin.robustness.reports.card import CARD_SCHEMA, build_card, card_markdown, schema_errors
 from smug_plugin.robustness.reports.sanity import CHECKS, sanity_checks
+from smug_plugin.robustness.run.loop import Measurement, scale_stability
+from smug_plugin.robustness.run.protocol import PerturbationSpec
 
 BUDGETS = (0.1, 0.4)  # the budget sweep; the ensemble's own budget 0.2 lies between
 SUITE = {

@@ -15,8 +15,8 @@ from conftest import smug_command
 from robustness_fixtures import make_setup
 
 from smug_plugin.cli.main import main
-from smug_plugin.robustness.output_lock import LOCK
-from smug_plugin.robustness.records import RANK_RECORDS, RECORDS, rank_record_files
+from smug_plugin.robustness.run.output_lock import LOCK
+from smug_plugin.robustness.run.records import RANK_RECORDS, RECORDS, rank_record_files
 
 # A randomized plugin model and a deterministic DIRECT model; an attack, noise, a test-time shift (n/a for VarNet)
 # and a data shift: units of several costs on two data groups.

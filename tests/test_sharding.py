@@ -12,11 +12,11 @@ import torch
 from direct.data.transforms import fft2, ifft2
 
 from smug_plugin.models.smug import SMUG
-from smug_plugin.robustness.distributed import Ranks
-from smug_plugin.robustness.progress import INTERVAL_S, Progress
-from smug_plugin.robustness.protocol import Condition, PerturbationSpec
-from smug_plugin.robustness.reconstructors import PluginReconstructor, TestTimeSettings
-from smug_plugin.robustness.records import (
+from smug_plugin.robustness.reconstructors.interface import PluginReconstructor, TestTimeSettings
+from smug_plugin.robustness.run.distributed import Ranks
+from smug_plugin.robustness.run.progress import INTERVAL_S, Progress
+from smug_plugin.robustness.run.protocol import Condition, PerturbationSpec
+from smug_plugin.robustness.run.records import (
     RANK_RECORDS,
     RECORDS,
     RecordStore,
@@ -26,7 +26,7 @@ from smug_plugin.robustness.records import (
     rank_record_files,
     recorded_units,
 )
-from smug_plugin.robustness.sharding import assign, share, unit_cost
+from smug_plugin.robustness.run.sharding import assign, share, unit_cost
 
 
 def test_ranks_come_from_torchrun_and_one_process_without_it():
@@ -178,7 +178,7 @@ def test_progress_in_a_log_file_is_plain_lines_at_a_bounded_rate(monkeypatch):
     assert summary in lines
     # After INTERVAL_S without a line, the next unit prints one, whatever its percentage.
     clock = progress._last_line
-    monkeypatch.setattr("smug_plugin.robustness.progress.time.monotonic", lambda: clock + INTERVAL_S + 1)
+    monkeypatch.setattr("smug_plugin.robustness.run.progress.time.monotonic", lambda: clock + INTERVAL_S + 1)
     _finish(progress, conditions[-1:])
     last = log.getvalue().splitlines()[len(lines) :]
     assert last[0].startswith("[rank 1/2] robustness: 250/250 units (100%)") and "left, last main/pgd" in last[0]
@@ -200,7 +200,7 @@ def test_progress_on_a_terminal_is_one_bar_with_rate_and_eta():
 def test_a_long_unit_says_what_it_computes_and_the_time_left_weighs_the_units(monkeypatch):
     import time
 
-    from smug_plugin.robustness.progress import ACTIVITY
+    from smug_plugin.robustness.activity import ACTIVITY
 
     log = io.StringIO()
     progress = Progress({"main/pgd": 2}, stream=log, heartbeat_s=0.15)
@@ -213,7 +213,7 @@ def test_a_long_unit_says_what_it_computes_and_the_time_left_weighs_the_units(mo
     # 10 cheap units done of 10 cheap and 10 costing 100 each: the time left is that of 1000 cost units, not 10 units.
     progress = Progress({"main/clean": 10, "main/pgd": 10}, cost_per_condition={"main/pgd": 100.0}, heartbeat_s=None)
     clock = progress.started
-    monkeypatch.setattr("smug_plugin.robustness.progress.time.monotonic", lambda: clock + 10.0)
+    monkeypatch.setattr("smug_plugin.robustness.run.progress.time.monotonic", lambda: clock + 10.0)
     for _ in range(10):
         progress.unit_started("main/clean")
         progress.unit_finished("main/clean", [])
@@ -224,7 +224,7 @@ def test_direct_finds_the_node_group_the_evaluation_gives_it(tmp_path):
     import torch.distributed as dist
     from direct.utils import communication
 
-    from smug_plugin.robustness import direct_adapter
+    from smug_plugin import direct_adapter
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:

@@ -5,7 +5,7 @@ import json
 
 import torch
 
-from smug_plugin.robustness.small_features import (
+from smug_plugin.robustness.studies.small_features import (
     WINDOW,
     bright_windows,
     heat_map,

@@ -9,10 +9,10 @@ from direct.data.transforms import fft2, ifft2
 from robustness_fixtures import loaded_setup
 
 from smug_plugin.models.modl import MoDL
-from smug_plugin.robustness.loop import Measurement, scale_stability
-from smug_plugin.robustness.protocol import ProtocolError, load_protocol
-from smug_plugin.robustness.reconstructors import TestTimeSettings
+from smug_plugin.robustness.reconstructors.interface import TestTimeSettings
 from smug_plugin.robustness.reports.sanity import observations, scale_steady
+from smug_plugin.robustness.run.loop import Measurement, scale_stability
+from smug_plugin.robustness.run.protocol import ProtocolError, load_protocol
 from smug_plugin.robustness.threat_model import direct_scaling_factor
 
 FIXED, ATTACKED = TestTimeSettings(normalisation="fixed"), TestTimeSettings(normalisation="attacked")

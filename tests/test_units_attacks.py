@@ -16,16 +16,16 @@ from smug_plugin.operators import MultiCoilOperator, apply_mask
 from smug_plugin.robustness.attacks import Budget, Targets
 from smug_plugin.robustness.attacks.gaussian import GaussianNoise
 from smug_plugin.robustness.attacks.pgd import PGD
-from smug_plugin.robustness.batches import build_dataset, iterate_batches, load_batch, reference_scale
-from smug_plugin.robustness.checkpoints import ModelSpec, load_reconstructor, save_fresh_checkpoint
-from smug_plugin.robustness.loop import CleanReconstructions, Evaluator, RunSettings
-from smug_plugin.robustness.protocol import load_protocol
-from smug_plugin.robustness.reconstructors import (
+from smug_plugin.robustness.reconstructors.direct_engines import ModelSpec, load_reconstructor, save_fresh_checkpoint
+from smug_plugin.robustness.reconstructors.interface import (
     ConfiguredModel,
     PluginReconstructor,
     TestTimeSettings,
     UnsupportedSettings,
 )
+from smug_plugin.robustness.run.batches import build_dataset, iterate_batches, load_batch, reference_scale
+from smug_plugin.robustness.run.loop import CleanReconstructions, Evaluator, RunSettings
+from smug_plugin.robustness.run.protocol import load_protocol
 
 # Two slices whose complex images have max(|Re|, |Im|) = 3 (a real entry) and 5 (an imaginary one).
 SCALES = [3.0, 5.0]

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
 def read_measured(args: argparse.Namespace):
     """The ``--evaluation`` folder (a finished run that holds ``--perturbation``), None without one."""
-    from smug_plugin.robustness.run_identity import read_evaluation
+    from smug_plugin.robustness.run.run_identity import read_evaluation
 
     if args.evaluation is None:
         return None
@@ -85,7 +85,7 @@ def measured_ratios(evaluation, perturbation: str) -> dict[str, dict[tuple[str, 
 def check_same_run(evaluation, models: list, data_root: pathlib.Path) -> None:
     """Refuse an evaluation of other data, or of a model of the same name with other weights or settings: its
     measured ratio would stand beside another model's constants."""
-    from smug_plugin.robustness.run_identity import data_identity, model_identity
+    from smug_plugin.robustness.run.run_identity import data_identity, model_identity
 
     where = f"--evaluation {evaluation.folder}"
     if evaluation.manifest.get("data_files") != data_identity(data_root):
@@ -121,10 +121,10 @@ def model_facts(model, scope: str | None) -> dict:
 
 def compute_bound(args: argparse.Namespace, inputs) -> dict:
     """Load models and data, estimate the constants per slice, write the report; returns the written paths."""
-    from smug_plugin.robustness.batches import build_dataset, iterate_batches, load_batch
-    from smug_plugin.robustness.bound import denoiser_output_norms, operator_norms, theorem_scope
-    from smug_plugin.robustness.checkpoints import ModelSpec, load_reconstructor
+    from smug_plugin.robustness.reconstructors.direct_engines import ModelSpec, load_reconstructor
     from smug_plugin.robustness.reports.bound_report import model_summary, write_bound_report
+    from smug_plugin.robustness.run.batches import build_dataset, iterate_batches, load_batch
+    from smug_plugin.robustness.studies.bound import denoiser_output_norms, operator_norms, theorem_scope
 
     specs = inputs.specs
     cs = [s.name for s in specs if not isinstance(s, ModelSpec)]

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
 def data_model_spec(text: str):
     """``--data-model CONFIG.yaml:CHECKPOINT.pt`` as a model spec named ``data-model``."""
-    from smug_plugin.robustness.checkpoints import ModelSpec
+    from smug_plugin.robustness.reconstructors.direct_engines import ModelSpec
 
     config, sep, checkpoint = text.rpartition(":")
     if not sep or not config or not checkpoint:
@@ -75,14 +75,14 @@ def tune(args: argparse.Namespace) -> dict:
 
     import torch
 
+    from smug_plugin import direct_adapter
     from smug_plugin.cs.config import write_cs_yaml
     from smug_plugin.cs.wavelet_sense import L1WaveletSettings
-    from smug_plugin.robustness import direct_adapter
-    from smug_plugin.robustness.batches import build_dataset, iterate_batches, load_batch
-    from smug_plugin.robustness.checkpoints import load_reconstructor
-    from smug_plugin.robustness.cs_model import CSReconstructor
     from smug_plugin.robustness.metrics import slice_metrics
-    from smug_plugin.robustness.reconstructors import TestTimeSettings
+    from smug_plugin.robustness.reconstructors.cs_baseline import CSReconstructor
+    from smug_plugin.robustness.reconstructors.direct_engines import load_reconstructor
+    from smug_plugin.robustness.reconstructors.interface import TestTimeSettings
+    from smug_plugin.robustness.run.batches import build_dataset, iterate_batches, load_batch
 
     problem = output_file_problem(args.output)
     if problem is not None:

@@ -63,10 +63,10 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from smug_plugin.robustness.distributed import PeerStopped, Ranks
-    from smug_plugin.robustness.loop import RunSettings
-    from smug_plugin.robustness.output_lock import output_dir_lock
-    from smug_plugin.robustness.protocol import ProtocolError
+    from smug_plugin.robustness.run.distributed import PeerStopped, Ranks
+    from smug_plugin.robustness.run.loop import RunSettings
+    from smug_plugin.robustness.run.output_lock import output_dir_lock
+    from smug_plugin.robustness.run.protocol import ProtocolError
 
     try:
         ranks = Ranks.from_environment()
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
 def argument_problem(args: argparse.Namespace, device: str) -> str | None:
     """What is wrong with the command line, checked before anything is loaded (None: nothing); ``device`` is the
     one this process computes on (under torchrun, ``cuda`` is the rank's GPU)."""
-    from smug_plugin.robustness.protocol import is_seed
+    from smug_plugin.robustness.run.protocol import is_seed
 
     counts = {"--batch-size": args.batch_size, "--max-slices": args.max_slices, "--threads": args.threads}
     problem = count_problem(counts)
@@ -154,7 +154,7 @@ def _checked_inputs(model_specs: list[str], protocol_name: str | pathlib.Path, s
     """The protocol, the model specs and the data issues, every file checked before any model is loaded."""
     from smug_plugin.cli.foundation import check_data, check_models
     from smug_plugin.robustness.attacks.budgets import PAPER_NEEDS_FULLY_SAMPLED
-    from smug_plugin.robustness.protocol import load_protocol
+    from smug_plugin.robustness.run.protocol import load_protocol
 
     if not model_specs:
         raise ValueError("Give at least one --model NAME=CONFIG.yaml:CHECKPOINT.pt.")
@@ -168,7 +168,7 @@ def _checked_inputs(model_specs: list[str], protocol_name: str | pathlib.Path, s
 
 def _on_rank0(ranks, action):
     """``action()`` on rank 0, the others waiting; every rank stops if it fails there (see `Ranks.agree`)."""
-    from smug_plugin.robustness.records import RecordStoreError
+    from smug_plugin.robustness.run.records import RecordStoreError
 
     result, problem = None, None
     if ranks.rank == 0:
@@ -213,24 +213,24 @@ def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, se
     import numpy as np
     import torch
 
-    from smug_plugin.robustness.checkpoints import ModelSpec, training_config_warnings
-    from smug_plugin.robustness.cs_model import load_models
-    from smug_plugin.robustness.distributed import Ranks
-    from smug_plugin.robustness.loop import Evaluator
-    from smug_plugin.robustness.progress import Progress, throughput_lines
-    from smug_plugin.robustness.protocol import ProtocolError
-    from smug_plugin.robustness.records import (
+    from smug_plugin.robustness.reconstructors.direct_engines import ModelSpec, training_config_warnings
+    from smug_plugin.robustness.reconstructors.specs import load_models
+    from smug_plugin.robustness.reports.card import write_cards
+    from smug_plugin.robustness.reports.figures import make_figures
+    from smug_plugin.robustness.reports.tables import write_reports
+    from smug_plugin.robustness.run.distributed import Ranks
+    from smug_plugin.robustness.run.loop import Evaluator
+    from smug_plugin.robustness.run.progress import Progress, throughput_lines
+    from smug_plugin.robustness.run.protocol import ProtocolError
+    from smug_plugin.robustness.run.records import (
         RecordStore,
         merge_records,
         prepare_output,
         record_path,
         recorded_units,
     )
-    from smug_plugin.robustness.reports.card import write_cards
-    from smug_plugin.robustness.reports.figures import make_figures
-    from smug_plugin.robustness.reports.tables import write_reports
-    from smug_plugin.robustness.run_identity import evaluation_manifest
-    from smug_plugin.robustness.sharding import share, unit_cost
+    from smug_plugin.robustness.run.run_identity import evaluation_manifest
+    from smug_plugin.robustness.run.sharding import share, unit_cost
 
     ranks = ranks or Ranks()
     inputs, problem = None, None
@@ -250,7 +250,7 @@ def run_evaluation(model_specs: list[str], protocol_name: str | pathlib.Path, se
     np.random.seed(settings.seed)
     settings.output_dir.mkdir(parents=True, exist_ok=True)
     models = load_models(specs, settings.device, settings.output_dir / "direct_logs", ranks.node_rank)
-    from smug_plugin.robustness.memory import check_attack_memory
+    from smug_plugin.robustness.run.memory import check_attack_memory
 
     check_attack_memory(models, protocol, settings)  # one line naming the option when an attack cannot fit
     direct_models = [(spec, m) for spec, m in zip(specs, models) if isinstance(spec, ModelSpec)]

@@ -2,7 +2,7 @@
 
 `run_command` runs a command's ``compute(args, inputs)`` after checking, before any model is loaded, every option
 the command has under its standard name: counts (``--batch-size``, ``--threads``, ...), ``--model`` (files, and
-display names that may become file names), ``--data-root`` (the h5 checks of `data_files`; files DIRECT skips are
+display names that may become file names), ``--data-root`` (the h5 checks of `data.checks`; files DIRECT skips are
 returned as data issues for the report) and ``--output-dir`` (a folder that can be written, held under the lock of
 `output_lock` while the command runs). A new command that names its options so gets every check without writing
 one. Bad input is one line, ``smug COMMAND: error: ...``, and exit status 2.
@@ -113,9 +113,9 @@ def data_root_problem(path: pathlib.Path, option: str = "--data-root") -> str | 
 
 
 def check_data(data_root: pathlib.Path, option: str = "--data-root", fully_sampled: str | None = None) -> list[dict]:
-    """The checks of `data_files` on a data root; returns the files DIRECT will skip as report entries.
+    """The checks of `data.checks` on a data root; returns the files DIRECT will skip as report entries.
     ``fully_sampled``: what needs fully sampled k-space (then undersampled files are refused)."""
-    from smug_plugin.robustness.data_files import check_data_root, check_fully_sampled
+    from smug_plugin.data.checks import check_data_root, check_fully_sampled
 
     problem = data_root_problem(data_root, option)
     if problem is not None:
@@ -129,9 +129,9 @@ def check_data(data_root: pathlib.Path, option: str = "--data-root", fully_sampl
 def check_models(texts: list[str], option: str = "--model", checkpoint_needed: bool = False) -> list:
     """Parse ``NAME=CONFIG.yaml:CHECKPOINT.pt`` (or ``NAME=CS.yaml``) specs, refuse names that would share a file,
     and check every file, before any model is loaded."""
-    from smug_plugin.robustness.checkpoints import ModelSpec
-    from smug_plugin.robustness.cs_model import parse_model_spec
-    from smug_plugin.robustness.names import check_display_names
+    from smug_plugin.robustness.reconstructors.direct_engines import ModelSpec
+    from smug_plugin.robustness.reconstructors.names import check_display_names
+    from smug_plugin.robustness.reconstructors.specs import parse_model_spec
 
     if not texts:
         raise InputError(f"Give at least one {option} NAME=CONFIG.yaml:CHECKPOINT.pt.")
@@ -191,7 +191,7 @@ def run_command(
     ``smug COMMAND: error: ...`` on stderr and exit status 2."""
     import contextlib
 
-    from smug_plugin.robustness.output_lock import output_dir_lock
+    from smug_plugin.robustness.run.output_lock import output_dir_lock
 
     try:
         inputs = check_inputs(command, args, fully_sampled, own_check)

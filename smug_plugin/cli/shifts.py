@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
 def read_runs(args: argparse.Namespace) -> dict:
     """``{set: Evaluation}``, the in-distribution run first, each finished and comparable with it (see
     `check_comparable`)."""
-    from smug_plugin.robustness.run_identity import read_evaluation
-    from smug_plugin.robustness.shifts import FILTERED
+    from smug_plugin.robustness.run.run_identity import read_evaluation
+    from smug_plugin.robustness.studies.shifts import FILTERED
 
     if not 0 < args.fraction <= 1:
         raise ValueError(f"--fraction must be in (0, 1], got {args.fraction}.")
@@ -87,7 +87,7 @@ def check_comparable(runs: dict, perturbation: str) -> None:
 
 
 def _values(run, condition: str, metric: str) -> dict:
-    from smug_plugin.robustness.shifts import slice_values
+    from smug_plugin.robustness.studies.shifts import slice_values
 
     values = slice_values(run.records, condition, metric)
     if not values:
@@ -100,7 +100,7 @@ def report(args: argparse.Namespace, inputs) -> dict:
 
     from smug_plugin.atomic import atomic_write_text
     from smug_plugin.robustness.reports.tables import json_ready
-    from smug_plugin.robustness.shifts import shift_table
+    from smug_plugin.robustness.studies.shifts import shift_table
 
     runs = inputs.own
     condition = f"main/{args.perturbation}"

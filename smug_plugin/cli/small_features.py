@@ -47,10 +47,10 @@ def measure(args: argparse.Namespace, inputs) -> dict:
     """Load models and data, measure every window of the first ``--max-slices`` slices, write the report."""
     import statistics
 
-    from smug_plugin.robustness.batches import build_dataset, iterate_batches, load_batch
-    from smug_plugin.robustness.cs_model import load_models
-    from smug_plugin.robustness.reconstructors import EngineReconstructor
-    from smug_plugin.robustness.small_features import heat_map, window_errors
+    from smug_plugin.robustness.reconstructors.interface import EngineReconstructor
+    from smug_plugin.robustness.reconstructors.specs import load_models
+    from smug_plugin.robustness.run.batches import build_dataset, iterate_batches, load_batch
+    from smug_plugin.robustness.studies.small_features import heat_map, window_errors
 
     models = load_models(inputs.specs, "cpu", args.output_dir / "direct_logs")
     data_model = next(m for m in models if isinstance(m, EngineReconstructor))
@@ -83,7 +83,7 @@ def write_small_features(args, models, slices, summary, maps, first, data_issues
     import matplotlib.pyplot as plt
 
     from smug_plugin.atomic import atomic_path, atomic_write_text
-    from smug_plugin.robustness.names import file_stem
+    from smug_plugin.robustness.reconstructors.names import file_stem
     from smug_plugin.robustness.reports.tables import notices
 
     out = args.output_dir

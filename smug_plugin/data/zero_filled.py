@@ -67,7 +67,7 @@ def zero_filled_metrics(config_path: str | pathlib.Path, data_root: str | pathli
             f"{data_root} is not a folder: pass the validation folder (--validation-root) as DATA_ROOT."
         )
     if any(data_root.glob("*.h5")):
-        from smug_plugin.robustness.data_files import check_data_root
+        from smug_plugin.data.checks import check_data_root
 
         # The checks of every command's data: a file DIRECT would misread (a header that contradicts the k-space)
         # is refused; files it skips (truncated) are left out by DIRECT, as in its own validation.

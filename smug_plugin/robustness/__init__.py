@@ -4,7 +4,9 @@ Attacks and noise act on DIRECT's normalised, masked multi-coil k-space (``maske
 DIRECT's own inference transforms, so every model, plugin or native, is evaluated on exactly the data it would see in
 ``direct predict``.
 
-Layers, each importing only the ones below it: ``cli.evaluate`` (holding the `output_lock`) -> `loop` -> `attacks`,
-`reconstructors`, `batches`, `records`, `seeds`, `protocol` (with `sweeps`); `reports` read the records and never
-import the loop. Every call of a private DIRECT function is in `direct_adapter`.
+Sub-packages, each importing only from the ones before it (``tests/test_layering.py``; docs/architecture.md):
+`reconstructors` (the one model interface and its adapters) -> `attacks` -> `defenses` -> `run` (protocol, loop,
+records, ranks) -> `studies` -> `reports` (from the records only). Shared below them: `threat_model`, `metrics`,
+`seeds`. `validation` is the one module the training engines import. Every call of a private DIRECT function is in
+`smug_plugin.direct_adapter`.
 """

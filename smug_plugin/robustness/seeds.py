@@ -9,7 +9,7 @@ condition of a batch runs first, what an interrupted run had finished, which oth
 import json
 import zlib
 
-from smug_plugin.robustness.reconstructors import TestTimeSettings
+from smug_plugin.robustness.reconstructors.interface import TestTimeSettings
 
 SEED_MODULUS = 2**31 - 1
 

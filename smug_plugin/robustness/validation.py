@@ -4,6 +4,9 @@ The engines of the plugin call :func:`attacked_kspace` from ``forward_function``
 so DIRECT computes, logs and writes the metrics of the attacked reconstructions exactly like its own
 (``<metric>_pgd`` in ``metrics_val_*.json`` and TensorBoard). The attack is `smug evaluate`'s PGD object with its
 objective, on the network being trained.
+
+The narrow interface between training and evaluation: `smug_plugin.models` imports only this module of
+`smug_plugin.robustness`, and only `RobustValidation` (the settings) and `attacked_kspace` (one attacked batch).
 """
 
 from collections.abc import Callable
@@ -15,6 +18,8 @@ from smug_plugin.robustness.attacks import Budget, Targets
 from smug_plugin.robustness.attacks.budgets import BudgetConvention
 from smug_plugin.robustness.attacks.pgd import PGD
 from smug_plugin.units import IntensityScale, parse_choice
+
+__all__ = ["RobustValidation", "attacked_kspace"]
 
 
 @dataclass

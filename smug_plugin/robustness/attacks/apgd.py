@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from smug_plugin.models.unrolled import AttackGradient
+from smug_plugin.robustness.activity import ACTIVITY
 from smug_plugin.robustness.attacks.ball import ascent_direction, per_slice_scale, project, random_in_ball
 from smug_plugin.robustness.attacks.base import (
     Attack,
@@ -30,7 +31,6 @@ from smug_plugin.robustness.attacks.domain import AttackDomain
 from smug_plugin.robustness.attacks.objective import AttackLoss
 from smug_plugin.robustness.attacks.pgd import AscentResult, GradientHealth, estimate_gradient
 from smug_plugin.robustness.attacks.problem import Lift, Objective, attack_problem
-from smug_plugin.robustness.progress import ACTIVITY
 
 MOMENTUM = 0.75  # weight of the new step; 1 - MOMENTUM is the weight of the previous one
 RHO = 0.75  # halve the step when the objective rose in at most this fraction of the steps since the checkpoint

@@ -39,7 +39,7 @@ class AttackTarget(StrEnum):
 
 
 class AttackedModel(Protocol):
-    """What an attack needs of a model (``reconstructors.ConfiguredModel`` in ``smug evaluate``)."""
+    """What an attack needs of a model (``reconstructors.interface.ConfiguredModel`` in ``smug evaluate``)."""
 
     name: str
     is_randomized: bool
@@ -57,7 +57,7 @@ class AttackedModel(Protocol):
 
     def with_settings(self, **changes: Any) -> "AttackedModel":
         """The same model under changed test-time settings (e.g. ``attack_gradient``); raises
-        ``reconstructors.UnsupportedSettings`` where the model has no such setting."""
+        ``reconstructors.interface.UnsupportedSettings`` where the model has no such setting."""
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from smug_plugin.robustness.attacks.base import (
 )
 from smug_plugin.robustness.attacks.budgets import Budget
 from smug_plugin.robustness.attacks.objective import reconstruction_error
-from smug_plugin.robustness.reconstructors import UnsupportedSettings
+from smug_plugin.robustness.reconstructors.interface import UnsupportedSettings
 from smug_plugin.robustness.seeds import derive_seed
 
 

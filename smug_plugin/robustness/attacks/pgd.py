@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from smug_plugin.models.unrolled import AttackGradient
+from smug_plugin.robustness.activity import ACTIVITY
 from smug_plugin.robustness.attacks.ball import ascent_direction, per_slice, per_slice_scale, project, random_in_ball
 from smug_plugin.robustness.attacks.base import (
     Attack,
@@ -24,7 +25,6 @@ from smug_plugin.robustness.attacks.base import (
 from smug_plugin.robustness.attacks.budgets import Budget, NormType
 from smug_plugin.robustness.attacks.domain import AttackDomain
 from smug_plugin.robustness.attacks.problem import AttackSurrogate, Lift, Objective, attack_problem
-from smug_plugin.robustness.progress import ACTIVITY
 
 
 @dataclass(frozen=True)

@@ -77,8 +77,8 @@ def attack_problem(
     With ``surrogate: unsmoothed`` the attack runs on the model with sigma 0 (where it has that setting), so the
     objective, the draws and the kept iterate are the surrogate's; the evaluation then reconstructs the perturbation
     with the model itself (a transfer). With ``gradient: published`` the model runs under
-    ``attack_gradient="published"`` (raises ``reconstructors.UnsupportedSettings`` for a model without that setting);
-    forward values are the same.
+    ``attack_gradient="published"`` (raises ``reconstructors.interface.UnsupportedSettings`` for a model without that
+    setting); forward values are the same.
     """
     if AttackSurrogate(surrogate) == AttackSurrogate.UNSMOOTHED and "sigma" in _supported(model):
         model = model.with_settings(sigma=0.0)

@@ -6,8 +6,8 @@ import pathlib
 import statistics
 
 from smug_plugin.atomic import atomic_path, atomic_write_text
-from smug_plugin.robustness.bound import bound_constants, contraction, smoothing_vacuity_sigma
 from smug_plugin.robustness.reports.tables import _g, json_ready, notices
+from smug_plugin.robustness.studies.bound import bound_constants, contraction, smoothing_vacuity_sigma
 
 
 def model_summary(model: dict, slices: list[dict], measured: dict[tuple[str, int], float]) -> dict:

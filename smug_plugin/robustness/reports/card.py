@@ -35,9 +35,9 @@ from typing import Any
 
 from smug_plugin.atomic import atomic_write_text
 from smug_plugin.robustness.metrics import summarize
-from smug_plugin.robustness.protocol import MEMBERS_SEPARATOR
 from smug_plugin.robustness.reports.sanity import VERDICT_TEXT, model_verdicts
 from smug_plugin.robustness.reports.tables import json_ready
+from smug_plugin.robustness.run.protocol import MEMBERS_SEPARATOR
 from smug_plugin.robustness.threat_model import DEFAULT_NORMALISATION, THREAT_STATEMENTS, Normalisation
 
 CARD_VERSION = 2  # 2: the threat model

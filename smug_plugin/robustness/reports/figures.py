@@ -8,8 +8,8 @@ import numpy as np
 
 from smug_plugin.atomic import atomic_path
 from smug_plugin.robustness.metrics import summarize
-from smug_plugin.robustness.records import load_panels
-from smug_plugin.robustness.sweeps import SWEEPS
+from smug_plugin.robustness.run.records import load_panels
+from smug_plugin.robustness.run.sweeps import SWEEPS
 
 
 def _save(fig, path: pathlib.Path) -> None:

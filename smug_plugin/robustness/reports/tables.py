@@ -13,9 +13,9 @@ from collections import defaultdict
 from smug_plugin.atomic import atomic_write_text
 from smug_plugin.provenance import package_versions
 from smug_plugin.robustness.metrics import summarize, volume_metrics
-from smug_plugin.robustness.protocol import TRANSFER_SEPARATOR
 from smug_plugin.robustness.reports.figures import axis_label
 from smug_plugin.robustness.reports.sanity import markdown_section, sanity_checks, warnings_of
+from smug_plugin.robustness.run.protocol import TRANSFER_SEPARATOR
 from smug_plugin.robustness.threat_model import DEFAULT_NORMALISATION, THREAT_STATEMENTS, Normalisation
 
 SCHEMA_VERSION = 1

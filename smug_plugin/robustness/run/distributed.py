@@ -107,7 +107,7 @@ class Ranks:
         import torch
         import torch.distributed as dist
 
-        from smug_plugin.robustness import direct_adapter
+        from smug_plugin import direct_adapter
 
         backend = "gloo"
         if torch.device(device).type == "cuda":
@@ -125,7 +125,7 @@ class Ranks:
         if self.sharded:
             import torch.distributed as dist
 
-            from smug_plugin.robustness import direct_adapter
+            from smug_plugin import direct_adapter
 
             direct_adapter.set_local_process_group(None)
             if dist.is_initialized():

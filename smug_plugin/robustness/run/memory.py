@@ -136,7 +136,7 @@ def data_geometry(data_root: pathlib.Path, crop: str | None) -> tuple[tuple[int,
     """
     import h5py
 
-    from smug_plugin.robustness.direct_adapter import parse_fastmri_header
+    from smug_plugin.direct_adapter import parse_fastmri_header
 
     for path in sorted(pathlib.Path(data_root).glob("*.h5")):
         try:

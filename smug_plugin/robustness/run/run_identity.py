@@ -11,7 +11,7 @@ import json
 import pathlib
 from dataclasses import dataclass
 
-from smug_plugin.robustness.records import MANIFEST, RECORDS, RecordStore, rank_record_files, run_id
+from smug_plugin.robustness.run.records import MANIFEST, RECORDS, RecordStore, rank_record_files, run_id
 
 REPORT = "robustness.json"
 # Keys of `describe()` that say where a model came from, not what it computes.
@@ -27,7 +27,7 @@ def model_identity(model) -> dict:
     the settings of its YAML's model section that change its output without changing its weights."""
     from omegaconf import OmegaConf
 
-    from smug_plugin.robustness.checkpoints import COMPARED_WITH_TRAINING
+    from smug_plugin.robustness.reconstructors.direct_engines import COMPARED_WITH_TRAINING
 
     described = {k: v for k, v in model.describe().items() if k not in _WHERE}
     cfg = getattr(model, "cfg", None)

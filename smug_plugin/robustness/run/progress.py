@@ -16,32 +16,12 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TextIO
+
+from smug_plugin.robustness.activity import ACTIVITY
 
 STEP_PERCENT = 10
 INTERVAL_S = 30.0
-
-
-@dataclass
-class Activity:
-    """What this process is computing now; the loop sets the unit and model, the attacks their step."""
-
-    condition: str = ""
-    model: str = ""
-    slices: str = ""
-    step: int = 0
-    steps: int = 0
-
-    def attack_step(self, step: int, steps: int) -> None:
-        self.step, self.steps = step, steps
-
-    def describe(self) -> str:
-        step = f", attack step {self.step}/{self.steps}" if self.steps else ""
-        return f"{self.condition}: model {self.model}, slices {self.slices}{step}"
-
-
-ACTIVITY = Activity()
 
 
 def duration(seconds: float) -> str:

@@ -16,19 +16,20 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from smug_plugin.robustness import direct_adapter
+from smug_plugin import direct_adapter
+from smug_plugin.robustness.activity import ACTIVITY
 from smug_plugin.robustness.attacks import Attack, AttackOutcome, Targets
 from smug_plugin.robustness.attacks.budgets import PAPER_NEEDS_FULLY_SAMPLED
-from smug_plugin.robustness.batches import build_dataset, iterate_batches, load_batch, reference_scale
 from smug_plugin.robustness.metrics import psnr_per_slice, robustness_errors, slice_metrics
-from smug_plugin.robustness.progress import ACTIVITY, Progress
-from smug_plugin.robustness.protocol import Condition, PerturbationSpec, Protocol
-from smug_plugin.robustness.reconstructors import (
+from smug_plugin.robustness.reconstructors.interface import (
     ConfiguredModel,
     EngineReconstructor,
     UnsupportedSettings,
 )
-from smug_plugin.robustness.records import RecordStore, Unit
+from smug_plugin.robustness.run.batches import build_dataset, iterate_batches, load_batch, reference_scale
+from smug_plugin.robustness.run.progress import Progress
+from smug_plugin.robustness.run.protocol import Condition, PerturbationSpec, Protocol
+from smug_plugin.robustness.run.records import RecordStore, Unit
 from smug_plugin.robustness.seeds import clean_seed
 
 

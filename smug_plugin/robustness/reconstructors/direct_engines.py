@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from smug_plugin.robustness.reconstructors import EngineReconstructor, engine_reconstructor
+from smug_plugin.robustness.reconstructors.interface import EngineReconstructor, engine_reconstructor
 
 # The checkpoint key under which an engine may store its YAML's model_name (DIRECT's checkpointer saves extra keys of
 # the form __NAME__ as they are); the plugin's engines do not write it yet.
@@ -69,7 +69,7 @@ def _read_yaml(name: str, config: pathlib.Path) -> None:
     malformed YAML with a traceback, and a missing model name with a log line and ``sys.exit``)."""
     from omegaconf import DictConfig, OmegaConf
 
-    from smug_plugin.robustness.config_errors import describe_config_error
+    from smug_plugin.config_errors import describe_config_error
 
     try:
         cfg = OmegaConf.load(config)
@@ -100,8 +100,8 @@ def inference_environment(
     from direct.environment import setup_inference_environment
     from omegaconf.errors import OmegaConfBaseException
 
-    from smug_plugin.robustness.config_errors import describe_config_error
-    from smug_plugin.robustness.names import file_stem
+    from smug_plugin.config_errors import describe_config_error
+    from smug_plugin.robustness.reconstructors.names import file_stem
 
     _read_yaml(name, config)
     # DIRECT logs into log_dir / run_name: the display name is free text ("../x", "/tmp/x"), its stem is not.

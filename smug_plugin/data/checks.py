@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from smug_plugin.robustness import direct_adapter
+from smug_plugin import direct_adapter
 
 LAYOUT = "kspace (slices, coils, H, W) complex, as fastMRI multicoil files"
 

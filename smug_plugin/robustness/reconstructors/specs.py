@@ -1,34 +1,24 @@
-"""Models without a checkpoint, ``--model NAME=MODEL.yaml``, next to DIRECT checkpoints: the CS baseline (a ``cs:``
-section) and the cyclic-consistency defense of another model (a ``defense:`` section).
+"""The ``--model`` specs of a run and the models they load: ``NAME=CONFIG.yaml:CHECKPOINT.pt`` (a DIRECT engine,
+`direct_engines`) and the models without a checkpoint, ``NAME=MODEL.yaml``: the CS baseline (a ``cs:`` section,
+`cs_baseline`) and the cyclic-consistency defense of another model (a ``defense:`` section, `defenses`).
 
-A CS model has no DIRECT engine: it reconstructs with the operator A of a DIRECT model of the same run (its data
-model: sensitivity-map normalisation and FFTs as that engine uses them), so every model sees the same A and batches.
+The one place that builds every kind of reconstructor, so the one module of this package that imports `defenses`.
 """
 
 import pathlib
 from dataclasses import dataclass
 
-import torch
-
 from smug_plugin.cs.config import CS_SECTION, load_cs_settings, read_model_yaml
-from smug_plugin.cs.wavelet_sense import L1WaveletSettings, OrthogonalWavelet, l1_wavelet_sense
-from smug_plugin.operators import MultiCoilOperator
-from smug_plugin.robustness.checkpoints import ModelSpec, load_reconstructor
-from smug_plugin.robustness.defense import (
+from smug_plugin.cs.wavelet_sense import L1WaveletSettings
+from smug_plugin.robustness.defenses.cyclic_consistency import (
     DEFENSE_SECTION,
     DefendedReconstructor,
     DefenseSettings,
     read_defense_settings,
 )
-from smug_plugin.robustness.reconstructors import (
-    EngineReconstructor,
-    Reconstructor,
-    TestTimeSettings,
-    direct_normalisation_shift,
-    perturbed_measurement,
-)
-
-CS_MODEL_NAME = "cs.l1_wavelet_sense"
+from smug_plugin.robustness.reconstructors.cs_baseline import CSReconstructor
+from smug_plugin.robustness.reconstructors.direct_engines import ModelSpec, load_reconstructor
+from smug_plugin.robustness.reconstructors.interface import EngineReconstructor, Reconstructor
 
 
 @dataclass(frozen=True)
@@ -61,66 +51,6 @@ def parse_model_spec(text: str) -> ModelSpec | CSSpec:
     if sep and name and rest and ":" not in rest:
         return CSSpec(name, pathlib.Path(rest))
     return ModelSpec.parse(text)
-
-
-class CSReconstructor(Reconstructor):
-    """l1-wavelet SENSE with the operator of ``data_model``; deterministic, no test-time settings.
-
-    Parameters
-    ----------
-    name : str
-        Display name.
-    settings : L1WaveletSettings
-        Weight, iterations, wavelet.
-    data_model : EngineReconstructor
-        The DIRECT model whose A (maps, FFTs) and batches the CS model uses.
-    provenance : dict
-        Where it came from (its YAML), for the report.
-    """
-
-    def __init__(
-        self, name: str, settings: L1WaveletSettings, data_model: EngineReconstructor, provenance: dict | None = None
-    ):
-        self.name = name
-        self.settings = settings
-        self.data_model = data_model
-        self.provenance = provenance or {}
-        self.wavelet = OrthogonalWavelet(settings.wavelet, settings.levels)
-
-    def supported_settings(self) -> frozenset[str]:
-        return frozenset()
-
-    def use_dimensionality(self, ndim: int) -> None:
-        """Only 2D slices; nothing to learn from the dataset."""
-
-    def reconstruct(self, batch: dict, kspace_delta: torch.Tensor | None, settings: TestTimeSettings) -> torch.Tensor:
-        self.applicable(settings)
-        # CS reads the data as DIRECT normalised them: under the `attacked` threat model that normalisation follows.
-        kspace, ratio = perturbed_measurement(self.data_model.cfg, batch, kspace_delta, settings)
-        image = l1_wavelet_sense(self.operator(batch), kspace, self.settings, self.wavelet).norm(dim=-1)
-        return image if ratio is None else image * ratio.reshape(-1, 1, 1)  # magnitude (batch, H, W), as the engines'
-
-    def normalisation_shift(
-        self, batch: dict, kspace_delta: torch.Tensor | None, settings: TestTimeSettings
-    ) -> torch.Tensor | None:
-        return direct_normalisation_shift(self.data_model.cfg, batch, kspace_delta, settings)
-
-    def operator(self, batch: dict) -> MultiCoilOperator:
-        return self.data_model.operator(batch)
-
-    def is_randomized(self, settings: TestTimeSettings) -> bool:
-        return False
-
-    def describe(self) -> dict:
-        return {
-            "name": self.name,
-            **self.provenance,
-            "model_name": CS_MODEL_NAME,
-            "settings": {k: getattr(self.settings, k) for k in ("weight", "iterations", "wavelet", "levels")},
-            "operator_from": self.data_model.name,
-            "parameters": 0,
-            "randomized": False,
-        }
 
 
 def load_models(

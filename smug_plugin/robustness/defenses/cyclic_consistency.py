@@ -22,7 +22,7 @@ import torch
 from smug_plugin.operators import MultiCoilOperator
 from smug_plugin.robustness.attacks.ball import project
 from smug_plugin.robustness.attacks.budgets import NormType
-from smug_plugin.robustness.reconstructors import Reconstructor, TestTimeSettings
+from smug_plugin.robustness.reconstructors.interface import Reconstructor, TestTimeSettings
 
 DEFENSE_SECTION = "defense"
 

@@ -14,8 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from smug_plugin import direct_adapter
 from smug_plugin.operators import MultiCoilOperator
-from smug_plugin.robustness import direct_adapter
 from smug_plugin.robustness.threat_model import (
     DEFAULT_NORMALISATION,
     Normalisation,

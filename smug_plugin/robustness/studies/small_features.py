@@ -10,7 +10,7 @@ batches: one batch holds copies of the slice, each with its own window.
 import torch
 
 from smug_plugin.losses.smoothing import complex_target_image
-from smug_plugin.robustness.reconstructors import Reconstructor, TestTimeSettings
+from smug_plugin.robustness.reconstructors.interface import Reconstructor, TestTimeSettings
 
 WINDOW = 3
 

@@ -10,8 +10,8 @@ from the same plan and the same finished units, so no rank hands out work.
 import heapq
 from collections.abc import Mapping, Sequence
 
-from smug_plugin.robustness.protocol import Condition
-from smug_plugin.robustness.reconstructors import Reconstructor
+from smug_plugin.robustness.reconstructors.interface import Reconstructor
+from smug_plugin.robustness.run.protocol import Condition
 
 
 def unit_cost(condition: Condition, models: Mapping[str, Reconstructor]) -> float:

@@ -15,7 +15,7 @@ import torch
 
 from smug_plugin.losses.smoothing import complex_target_image
 from smug_plugin.operators import apply_mask
-from smug_plugin.robustness.reconstructors import EngineReconstructor
+from smug_plugin.robustness.reconstructors.interface import EngineReconstructor
 from smug_plugin.units import reference_intensity_scale
 
 

@@ -1,7 +1,7 @@
 """Robustness protocols: which perturbations and test-time shifts an evaluation runs.
 
 A protocol is a YAML file read with omegaconf and validated here, so that a typo fails before any model is loaded
-rather than after hours of attacks. The package ships its protocols (``smug_plugin/robustness/protocols/``), named
+rather than after hours of attacks. The package ships its protocols (``configs/robustness/``), named
 by their file stem: ``smug evaluate --protocol paper``; a path to any other file works too.
 """
 
@@ -13,9 +13,9 @@ from importlib.resources.abc import Traversable
 from typing import Any
 
 from smug_plugin.robustness.attacks import Attack, AttackSettings, attack_class, build_attack
-from smug_plugin.robustness.reconstructors import TestTimeSettings
+from smug_plugin.robustness.reconstructors.interface import TestTimeSettings
+from smug_plugin.robustness.run.sweeps import SWEEPS
 from smug_plugin.robustness.seeds import derive_seed
-from smug_plugin.robustness.sweeps import SWEEPS
 from smug_plugin.robustness.threat_model import DEFAULT_NORMALISATION, parse_normalisation
 
 TRANSFER_FROM_EACH = "each"
@@ -322,7 +322,7 @@ def load_protocol(protocol: str | pathlib.Path) -> Protocol:
 def _parse(text: str, where: str, default_name: str) -> Protocol:
     from omegaconf import OmegaConf
 
-    from smug_plugin.robustness.config_errors import describe_config_error
+    from smug_plugin.config_errors import describe_config_error
 
     try:
         raw = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
