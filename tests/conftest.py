@@ -235,6 +235,10 @@ class ProjectRuns:
         overrides = {}
         if model.get("denoiser_checkpoint"):
             overrides["denoiser_checkpoint"] = str(self.checkpoint(self.train(pretraining_project(project))))
+        if model.get("rs_e2e_teacher_checkpoint"):
+            # RS-E2E as published learns from its study's MoDL: train that one (shrunken alike) first.
+            teacher = project.with_name(project.name.replace("rs_e2e", "modl"))
+            overrides["rs_e2e_teacher_checkpoint"] = str(self.checkpoint(self.train(teacher)))
         if project.parent == PROJECTS_DIR:
             overrides.update({k: v for k, v in PAPER_SHRINK.items() if k in model})
         name = project_name(project).replace("/", "_")
@@ -242,9 +246,13 @@ class ProjectRuns:
 
     @staticmethod
     def content_key(project: pathlib.Path) -> str:
-        """The YAML without comments and ``denoiser_checkpoint`` (which :meth:`shrunken` replaces anyway)."""
+        """The YAML without comments, the checkpoints :meth:`shrunken` replaces anyway and the loss multipliers
+        (a lambda_l frontier point trains like any other: one of them is trained, the others are loaded)."""
         cfg = yaml.safe_load(project.read_text())
         cfg["model"].pop("denoiser_checkpoint", None)
+        cfg["model"].pop("rs_e2e_teacher_checkpoint", None)
+        for loss in cfg["training"]["loss"]["losses"]:
+            loss.pop("multiplier", None)
         return yaml.safe_dump(cfg, sort_keys=True)
 
     def twin(self, project: pathlib.Path) -> pathlib.Path | None:

@@ -199,7 +199,7 @@ def test_the_card_validates_and_states_the_worst_case(document):
     [
         (lambda card: card.pop("budget"), "card: missing 'budget'"),
         (lambda card: card["metrics"]["clean"]["psnr"].update(mean="high"), "card.metrics.clean.psnr.mean"),
-        (lambda card: card.update(card_version=2), "card.card_version: 2 is not one of [1]"),
+        (lambda card: card.update(card_version=1), "card.card_version: 1 is not one of [2]"),
         (lambda card: card["sanity"][0].update(verdict="ok"), "is not one of ['pass', 'warn', 'n/a']"),
         (lambda card: card["data"].update(slices=-1), "below the minimum"),
         (lambda card: card["model"].update(colour="red"), "card.model: unexpected 'colour'"),

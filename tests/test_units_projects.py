@@ -1,11 +1,10 @@
-"""The generated projects state the papers' settings in the papers' units; the demo keeps DIRECT's units."""
+"""The generated projects, the demo's included, state the papers' settings in the papers' units."""
 
 import pytest
 import yaml
 from conftest import PROJECTS_DIR, project_name
 
 PROJECTS = {project_name(path): path for path in sorted(PROJECTS_DIR.rglob("*.yaml"))}
-PAPER_STUDIES = [name for name in PROJECTS if not name.startswith("demo/")]
 SMOOTHED = ("smug.smug.SMUG", "smug.weighted_smug.WeightedSMUG", "smug.rs_e2e.RSE2E")
 
 
@@ -18,8 +17,8 @@ def losses(name: str) -> dict[str, float]:
     return {loss["function"]: loss["multiplier"] for loss in cfg["training"]["loss"]["losses"]}
 
 
-@pytest.mark.parametrize("name", PAPER_STUDIES)
-def test_knee_brain_and_reproduce_use_the_papers_values_in_the_papers_units(name: str) -> None:
+@pytest.mark.parametrize("name", list(PROJECTS))
+def test_every_project_uses_the_papers_values_in_the_papers_units(name: str) -> None:
     model = model_section(name)
     if not model["model_name"].startswith("smug."):
         assert "intensity_scale" not in model  # DIRECT's own models (VarNet, RIM) have no such setting
@@ -31,15 +30,26 @@ def test_knee_brain_and_reproduce_use_the_papers_values_in_the_papers_units(name
         assert model["sigma"] == 0.01 and model["clamp_noisy_input"] is True
     if model["model_name"] != "smug.didn.DIDN":
         assert model["cg_tol"] == 1e-6
-    if "ustab_loss" in losses(name) and not name.endswith("_lambda10"):
-        assert losses(name) == {"l2_loss": 1.0, "ustab_loss": 1.0}  # lambda_l = 1, as published
+    if model.get("robust_validation_budget"):
+        assert model["robust_validation_units"] == "paper"  # one convention with the evaluation's eps
+    if "ustab_loss" in losses(name):
+        # The journal's complex MSE, weighted so that lambda_l means the journal's: lambda_l x N unroll terms / 8.
+        lambda_l = float(name.rsplit("_lambda", 1)[1]) if "_lambda" in name else 1.0
+        expected = round(lambda_l * model["num_steps"] / 8, 6)
+        assert losses(name) == {"complex_mse_loss": expected, "ustab_loss": 1.0}
+    elif model["model_name"] != "smug.didn.DIDN":
+        assert losses(name) == {"complex_mse_loss": 1.0}
 
 
-def test_the_demo_keeps_directs_units() -> None:
-    for name in PROJECTS:
-        if name.startswith("demo/"):
-            model = model_section(name)
-            assert "intensity_scale" not in model and "clamp_noisy_input" not in model
+@pytest.mark.parametrize("name", [n for n in PROJECTS if "rs_e2e" in n])
+def test_rs_e2e_is_trained_as_published(name: str) -> None:
+    model = model_section(name)
+    assert model["rs_e2e_dc_input"] == "clean" and model["rs_e2e_target"] == "teacher"
+    # The teacher is the last checkpoint `direct train` writes for the study's MoDL (it counts from 0).
+    modl = name.replace("rs_e2e", "modl")
+    iterations = yaml.safe_load(PROJECTS[modl].read_text())["training"]["num_iterations"]
+    run = f"runs/{modl}/{modl.split('/')[-1]}" if "/" in modl else f"runs/{modl}/{modl}"
+    assert model["rs_e2e_teacher_checkpoint"] == f"{run}/model_{iterations - 1}.pt"
 
 
 @pytest.mark.parametrize("study", ["{}_knee", "{}_brain", "demo/{}", "reproduce/{}"])
