@@ -105,6 +105,8 @@ def test_project_trains_and_validates(project: pathlib.Path, project_runs: Proje
 
     assert ProjectRuns.checkpoint(run).is_file()
     checkpoint = torch.load(ProjectRuns.checkpoint(run), map_location="cpu", weights_only=True)
+    if model["model_name"].startswith("smug."):
+        assert checkpoint["__model_name__"] == model["model_name"]  # a copied checkpoint still says what it is
     weights = [v.flatten() for v in checkpoint["model"].values() if v.is_floating_point()]
     assert weights and torch.cat(weights).isfinite().all()
     descriptions = [d["text_description"] for d in yaml.safe_load(project.read_text())["validation"]["datasets"]]

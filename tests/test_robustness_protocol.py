@@ -145,3 +145,13 @@ def test_the_papers_protocols_state_their_values_in_paper_units_and_the_old_regi
 def test_the_pgd_gradient_is_validated(tmp_path):
     with pytest.raises(ProtocolError, match=r"Perturbation 'p': Unknown gradient 'partial'; expected one of: full, "):
         _protocol(tmp_path, "perturbations: [{name: p, kind: pgd, budget: 0.1, gradient: partial}]\n")
+
+
+def test_an_ensemble_member_without_a_budget_is_one_clear_line(tmp_path):
+    path = tmp_path / "ensemble.yaml"
+    path.write_text(
+        "perturbations:\n  - name: auto\n    kind: ensemble\n    budget: 0.1\n    members:\n"
+        "      - {name: c, kind: clean}\n      - {name: p, kind: pgd, steps: 2}\n"
+    )
+    with pytest.raises(ProtocolError, match=r"Member 'c' of ensemble 'auto' is of kind 'clean'.*remove the member"):
+        load_protocol(path)

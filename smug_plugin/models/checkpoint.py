@@ -12,6 +12,11 @@ from typing import Any
 
 import torch
 
+# The checkpoint key under which the plugin's engines store their YAML's model_name (DIRECT's checkpointer writes keys
+# of the form __NAME__ as they are and skips them on load): MoDL, SMUG and RS-E2E share every parameter name and shape,
+# so only this tells one's checkpoint from another's.
+MODEL_NAME_KEY = "__model_name__"
+
 # torch names the global it refused in both of its messages ("GLOBAL posix.system was not an allowed global",
 # "unsupported GLOBAL posix.system whose module ..."); random bytes fail on an opcode instead.
 _REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+[\w])")

@@ -34,7 +34,7 @@ from smug_plugin.losses.smoothing import (
     ustab_anchors,
     ustab_loss,
 )
-from smug_plugin.models.checkpoint import read_model_state, state_mismatch
+from smug_plugin.models.checkpoint import MODEL_NAME_KEY, read_model_state, state_mismatch
 from smug_plugin.models.denoiser import apply_denoiser, load_denoiser_state
 from smug_plugin.models.modl import MoDL
 from smug_plugin.operators import MultiCoilOperator
@@ -54,9 +54,15 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 class _FamilyEngine(MRIModelEngine):
-    """Common part: plugin losses next to DIRECT's own in ``training.loss.losses``."""
+    """Common part: plugin losses next to DIRECT's own in ``training.loss.losses``; checkpoints name their model."""
 
     supported_losses: tuple[str, ...] = ()
+
+    def _require_checkpointer(self):
+        checkpointer = super()._require_checkpointer()
+        # Every checkpoint written from here on names the model it was trained as (MODEL_NAME_KEY).
+        checkpointer.checkpointables.setdefault(MODEL_NAME_KEY, str(self.cfg.model.model_name))
+        return checkpointer
 
     def __init__(
         self, cfg, model, device, forward_operator=None, backward_operator=None, mixed_precision=False, **models

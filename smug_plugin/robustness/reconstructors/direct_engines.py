@@ -15,11 +15,8 @@ from typing import Any
 
 import torch
 
+from smug_plugin.models.checkpoint import MODEL_NAME_KEY
 from smug_plugin.robustness.reconstructors.interface import EngineReconstructor, engine_reconstructor
-
-# The checkpoint key under which an engine may store its YAML's model_name (DIRECT's checkpointer saves extra keys of
-# the form __NAME__ as they are); the plugin's engines do not write it yet.
-MODEL_NAME_KEY = "__model_name__"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from importlib.resources.abc import Traversable
 from typing import Any
 
-from smug_plugin.robustness.attacks import Attack, AttackSettings, attack_class, build_attack
+from smug_plugin.robustness.attacks import ATTACKS, Attack, AttackSettings, attack_class, build_attack
 from smug_plugin.robustness.reconstructors.interface import TestTimeSettings
 from smug_plugin.robustness.run.sweeps import SWEEPS
 from smug_plugin.robustness.seeds import derive_seed
@@ -112,6 +112,13 @@ class PerturbationSpec:
         budget = settings.budget
         members = []
         for entry in raw:
+            kind = entry.get("kind") if isinstance(entry, Mapping) else None
+            if isinstance(kind, str) and kind in ATTACKS and not _has_budget(ATTACKS[kind]):
+                raise ProtocolError(
+                    f"Member '{entry.get('name')}' of ensemble '{name}' is of kind '{kind}', which perturbs within no "
+                    "budget: an ensemble keeps, per slice, the worst of attacks within its budget; remove the member "
+                    "(the clean reconstruction is reported by its own `kind: clean` perturbation)."
+                )
             if isinstance(entry, Mapping) and "budget" not in entry:
                 entry = {**entry, "budget": budget.to_dict()}
             member = cls.from_entry(entry, within=name)
@@ -386,3 +393,8 @@ def _threat_normalisation(raw: Any) -> str:
         return parse_normalisation(raw.get("normalisation", DEFAULT_NORMALISATION.value), "threat_model").value
     except ValueError as e:
         raise ProtocolError(str(e)) from None
+
+
+def _has_budget(attack: type) -> bool:
+    """Whether an attack kind's settings have a budget (every perturbing kind; ``clean`` has none)."""
+    return "budget" in {f.name for f in dataclasses.fields(attack.Settings)}
