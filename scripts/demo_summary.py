@@ -85,7 +85,14 @@ def summary(report: dict, report_dir: pathlib.Path) -> str:
     cards = f"; cards: {report_dir / 'cards'}/" if (report_dir / "cards").is_dir() else ""
     lines.append(f"Report: {report_dir / 'robustness.md'} (tables, sanity checks){cards}")
     if figures:
-        lines.append(f"Figures: {report_dir}/ ({', '.join(figures)})")
+        # The kinds, not every file: one short line (panels, the sweeps, the sanity checks).
+        kinds = sorted(
+            {
+                "psnr_vs_*.png" if n.startswith("psnr_vs_") else n.split("_")[0] + "_*.png" if "_" in n else n
+                for n in figures
+            }
+        )
+        lines.append(f"Figures: {report_dir}/ ({len(figures)} file{'s' * (len(figures) != 1)}: {', '.join(kinds)})")
     return "\n".join(lines)
 
 

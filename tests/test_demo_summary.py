@@ -49,7 +49,7 @@ def test_summary_reads_means_difference_interval_and_files(tmp_path):
     assert "n = 4 slices, one training seed: not a finding" in text
     assert "SMUG keeps more of the image than MoDL" in text
     assert f"Report: {tmp_path / 'robustness.md'}" in text and f"cards: {tmp_path / 'cards'}/" in text
-    assert "psnr_vs_budget.png" in text
+    assert "Figures: " in text and "(1 file: psnr_vs_*.png)" in text
 
 
 @pytest.mark.parametrize(
