@@ -136,8 +136,8 @@ def direct_input_error(exc: BaseException) -> str | None:
         path = _frame_local(exc, "checkpoint_path") or "the checkpoint"
         return (
             f"{path} was refused by torch.load(weights_only=True): loading it would run code stored in it (nothing "
-            "was run). If it is a checkpoint you trust, load it once in a trusted session with weights_only=False "
-            'and re-save only its weights: torch.save({"model": checkpoint["model"]}, path).'
+            "was run). If it is a checkpoint you trust, load it once in a trusted session with full (not weights-only) "
+            'loading and re-save only its weights: torch.save({"model": checkpoint["model"]}, path).'
         )
     return None
 

@@ -88,3 +88,41 @@ def test_pretraining_in_paper_units_divides_each_target_by_its_own_scale(units):
         assert torch.equal(outputs[1], 4.0 * outputs[0])
     else:
         assert not torch.allclose(outputs[1], 4.0 * outputs[0], rtol=1e-2)
+
+
+def test_robust_validation_holds_the_networks_scale_at_its_clean_value(monkeypatch):
+    # The training engine's PGD validation (`<metric>_pgd`) attacks under the evaluation's default threat model: the
+    # network's intensity scale s comes from the clean measurement in every call of the attack and of the attacked
+    # reconstruction, never from the attacked k-space.
+    model_cfg = SMUGConfig(model_name="smug.smug.SMUG", num_steps=2, cg_iters=3, sigma=0.05, num_samples=2, **DENOISER)
+    model_cfg.intensity_scale = "paper"
+    model_cfg.robust_validation_budget = 0.5
+    model_cfg.robust_validation_steps = 2
+    smug = engine(SMUGEngine, SMUG, model_cfg, ["l2_loss"])
+    smug.model.eval()
+    data = batch()
+    data["target"] = torch.linalg.vector_norm(
+        smug.model.operator(data["sampling_mask"], data["sensitivity_map"]).coil_combine(data["kspace"]), dim=-1
+    )
+    clean = measured_intensity_scale(
+        smug.model.operator(data["sampling_mask"], data["sensitivity_map"]).adjoint(data["masked_kspace"])
+    )
+    seen = []
+    original = SMUG.input_scale
+
+    def recorded(network, adjoint):
+        scale = original(network, adjoint)
+        seen.append(scale.detach().clone())
+        return scale
+
+    monkeypatch.setattr(SMUG, "input_scale", recorded)
+    smug._attacking = True
+    with torch.no_grad():
+        smug.forward_function(dict(data))
+    assert seen and all(torch.equal(scale, clean) for scale in seen)
+    # Without the attack flag the scale follows the input it gets (the network's own behaviour).
+    seen.clear()
+    smug._attacking = False
+    with torch.no_grad():
+        smug.forward_function({**data, "masked_kspace": 3 * data["masked_kspace"]})
+    assert torch.allclose(seen[-1], 3 * clean)

@@ -232,6 +232,13 @@ class UnrolledEngine(_FamilyEngine):
 
     def forward_function(self, data: dict[str, Any]) -> tuple[torch.Tensor, None]:
         plugin_losses = self._plugin_loss_names() if self.model.training else []
+        # The evaluation's default threat model in robust validation too: the network's intensity scale comes from
+        # the clean measurement, fixed during the attack and the attacked reconstruction (models/unrolled.scale_from).
+        held_scale = _unwrap(self.model).scale_from(data["masked_kspace"] if self._attacking else None)
+        with held_scale:
+            return self._forward(data, plugin_losses)
+
+    def _forward(self, data: dict[str, Any], plugin_losses: list[str]) -> tuple[torch.Tensor, None]:
         if self._attacking:
             data["masked_kspace"] = attacked_kspace(
                 lambda kspace: self.model(kspace, data["sampling_mask"], data["sensitivity_map"]),
