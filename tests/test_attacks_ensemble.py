@@ -113,7 +113,7 @@ def test_transfer_members_are_expanded_per_source_model_and_checked(tmp_path):
         ({"members": [{"name": "x", "kind": "fgsm"}]}, "Member of ensemble 'auto' 'x': Unknown perturbation kind"),
         ({"members": []}, "needs a non-empty 'members' list"),
         ({"members": [{"name": "n", "kind": "gaussian", "budget": 0.5}]}, "every member attacks within"),
-        ({"members": [{"name": "c", "kind": "clean"}]}, "unknown keys ['budget']"),
+        ({"members": [{"name": "c", "kind": "clean"}]}, "is of kind 'clean', which perturbs within no budget"),
         ({"members": [{"name": "e", "kind": "ensemble"}]}, "cannot be a member"),
         ({"members": [{"name": "n", "kind": "gaussian"}, {"name": "n", "kind": "pgd"}]}, "must be unique"),
         ({"kind": "pgd"}, "'members' belongs to an ensemble"),
