@@ -72,7 +72,9 @@ def test_the_defense_never_leaves_its_ball_and_keeps_the_clean_image(loaded):
 
 def test_adaptive_gradient_goes_through_the_defense(loaded):
     _, varnet, batch = loaded
-    defended = DefendedReconstructor("defended", DefenseSettings(wraps="varnet", iterations=1), varnet)
+    defended = DefendedReconstructor(
+        "defended", DefenseSettings(wraps="varnet", iterations=1, extra_masks=1, stages=1), varnet
+    )
     delta = torch.zeros_like(batch["masked_kspace"], requires_grad=True)
     defended.reconstruct(batch, delta, TestTimeSettings()).pow(2).sum().backward()
     assert torch.isfinite(delta.grad).all() and delta.grad.abs().max() > 0

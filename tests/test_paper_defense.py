@@ -232,3 +232,18 @@ def test_the_unrolled_gradient_goes_through_the_purification(variant):
         attack_class("unrolled_pgd")(budget=Budget(0.05), steps=1)(
             ConfiguredModel(TinyReconstructor()), batch, targets, 0
         )
+
+
+def test_the_paper_attacks_load_from_a_protocol(tmp_path):
+    from smug_plugin.robustness.run.protocol import load_protocol
+
+    protocol = tmp_path / "p.yaml"
+    protocol.write_text(
+        "perturbations:\n"
+        "  - {name: u, kind: unsupervised_pgd}\n"
+        "  - {name: h, kind: herringbone, entries: 20, budget: {value: 0.3, convention: relative_max}}\n"
+        "  - {name: a, kind: unrolled_pgd, budget: {value: 0.01, convention: relative_zero_filled}, steps: 2}\n"
+    )
+    specs = {spec.name: spec for spec in load_protocol(protocol).perturbations}
+    assert "relative_zero_filled" in specs["u"].to_dict()["budget"]["convention"]
+    assert "at most 20" in specs["h"].describe() and specs["a"].describe().startswith("unrolled")
