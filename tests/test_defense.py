@@ -55,7 +55,7 @@ def test_extra_masks_keep_the_column_count_and_the_centre():
 
 def test_the_defense_never_leaves_its_ball_and_keeps_the_clean_image(loaded):
     _, varnet, batch = loaded
-    settings = DefenseSettings(wraps="varnet", radius=0.02, extra_masks=2, iterations=4, step_fraction=0.5)
+    settings = DefenseSettings.reduced("varnet", radius=0.02, extra_masks=2, iterations=4, step_fraction=0.5)
     defended = DefendedReconstructor("defended", settings, varnet)
     delta = 0.05 * torch.randn_like(batch["masked_kspace"]) * (batch["sampling_mask"] != 0)
     shift = defended.purification(batch, delta, TestTimeSettings())
@@ -72,7 +72,9 @@ def test_the_defense_never_leaves_its_ball_and_keeps_the_clean_image(loaded):
 
 def test_adaptive_gradient_goes_through_the_defense(loaded):
     _, varnet, batch = loaded
-    defended = DefendedReconstructor("defended", DefenseSettings(wraps="varnet", iterations=1), varnet)
+    defended = DefendedReconstructor(
+        "defended", DefenseSettings(wraps="varnet", iterations=1, extra_masks=1, stages=1), varnet
+    )
     delta = torch.zeros_like(batch["masked_kspace"], requires_grad=True)
     defended.reconstruct(batch, delta, TestTimeSettings()).pow(2).sum().backward()
     assert torch.isfinite(delta.grad).all() and delta.grad.abs().max() > 0

@@ -168,7 +168,10 @@ def test_factory_builds_the_registered_class_from_a_protocol_entry():
     assert isinstance(transferred, Transfer) and transferred.source is source
     assert type(transferred.attack) is PGD
     assert {"clean", "gaussian", "pgd"} <= set(ATTACKS)
-    with pytest.raises(ValueError, match="expected one of: apgd, clean, ensemble, gaussian, pgd, square"):
+    with pytest.raises(
+        ValueError,
+        match="expected one of: apgd, clean, ensemble, gaussian, herringbone, pgd, square, unrolled_pgd, unsup",
+    ):
         attack_class("fgsm")
 
 

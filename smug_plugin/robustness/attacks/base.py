@@ -173,9 +173,12 @@ class AttackSettings(ABC):
         ValueError
             Unknown keys, wrong types, bad budgets, out-of-range values.
         """
-        names = {f.name for f in dataclasses.fields(cls)}
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        names = set(fields)
         values = dict(entry)
-        if "budget" in names:
+        # A kind with a default budget (the paper's) keeps it when the entry names none.
+        defaulted = "budget" in fields and fields["budget"].default is not dataclasses.MISSING
+        if "budget" in names and not (defaulted and "budget" not in values and "norm" not in values):
             values["budget"] = Budget.parse(values.get("budget"), values.pop("norm", None))
         unknown = set(values) - names
         if unknown:

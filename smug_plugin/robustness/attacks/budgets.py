@@ -4,7 +4,9 @@ Published robustness studies state their budgets in incompatible units. The SMUG
 per real/imaginary k-space entry (eps = 0.02) in units where each slice's coil-combined fully sampled image has
 max(|Re|, |Im|) = 1 (`paper`; :mod:`smug_plugin.units`), its text a budget relative to the largest k-space
 magnitude, and Robustness-CS / robust-nets a relative l2 norm ``||delta|| / ||y||``. DIRECT normalises k-space by
-the 99th percentile of its masked magnitude instead, where that image maximum is several units (`absolute`). A
+the 99th percentile of its masked magnitude instead, where that image maximum is several units (`absolute`). The
+CycMit-MRI code (Saberi et al.) scales each slice by the maximum magnitude of its zero-filled image
+(`relative_zero_filled`). A
 `Budget` carries its convention so that every output can state it, and resolves to one eps per slice.
 """
 
@@ -41,6 +43,10 @@ class BudgetConvention(StrEnum):
     # eps = value * s_ref per slice, s_ref = max(|Re|, |Im|) of the slice's coil-combined fully sampled image in
     # DIRECT's units: the papers' units, for k-space and image-domain perturbations alike.
     PAPER = "paper"
+    # eps = value * max |A^H y| per slice, the largest complex magnitude of the zero-filled (SENSE-combined) image of
+    # the measured k-space: the CycMit-MRI code's units (it scales every image by that maximum), for its image-domain
+    # attack and its defense radius.
+    RELATIVE_ZERO_FILLED = "relative_zero_filled"
 
 
 # The fix named wherever a `paper` budget meets data without fully sampled k-space.
@@ -49,6 +55,11 @@ PAPER_NEEDS_FULLY_SAMPLED = (
     "sampled k-space: evaluate on fully sampled files (as fastMRI's train and val sets), or state the budgets with "
     "convention: absolute (DIRECT's normalised units)"
 )
+
+
+def zero_filled_maximum(zero_filled: torch.Tensor) -> torch.Tensor:
+    """max |x| per slice (batch,) of a complex image with a trailing real/imaginary axis (detached)."""
+    return zero_filled.detach().norm(dim=-1).reshape(zero_filled.shape[0], -1).amax(dim=1)
 
 
 @dataclass(frozen=True)
@@ -107,8 +118,17 @@ class Budget:
         """Whether the radius is a fraction of the slices' fully sampled image scale s_ref."""
         return self.convention == BudgetConvention.PAPER
 
+    @property
+    def needs_zero_filled(self) -> bool:
+        """Whether the radius is a fraction of the slices' zero-filled image maximum max |A^H y|."""
+        return self.convention == BudgetConvention.RELATIVE_ZERO_FILLED
+
     def resolve(
-        self, signal: torch.Tensor, support: torch.Tensor, reference_scale: torch.Tensor | None = None
+        self,
+        signal: torch.Tensor,
+        support: torch.Tensor,
+        reference_scale: torch.Tensor | None = None,
+        zero_filled: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Radius per slice in DIRECT's normalised units.
 
@@ -120,6 +140,9 @@ class Budget:
             Entries that may be perturbed (broadcastable to `signal`), e.g. the sampling mask.
         reference_scale : torch.Tensor, optional
             s_ref per slice, shape (batch,), in DIRECT's units (`paper` budgets only).
+        zero_filled : torch.Tensor, optional
+            The zero-filled image A^H y of the measured k-space, batch first, complex as a trailing axis of size 2
+            (`relative_zero_filled` budgets only).
 
         Returns
         -------
@@ -129,7 +152,8 @@ class Budget:
         Raises
         ------
         ValueError
-            A `paper` budget without ``reference_scale`` (data without fully sampled k-space).
+            A `paper` budget without ``reference_scale`` (data without fully sampled k-space), or a
+            `relative_zero_filled` budget without ``zero_filled``.
         """
         batch = signal.shape[0]
         measured = (signal * support).detach().reshape(batch, -1)
@@ -139,6 +163,10 @@ class Budget:
             if reference_scale is None:
                 raise ValueError(f"{PAPER_NEEDS_FULLY_SAMPLED}.")
             return self.value * reference_scale.detach().to(dtype=signal.dtype, device=signal.device)
+        if self.convention == BudgetConvention.RELATIVE_ZERO_FILLED:
+            if zero_filled is None:
+                raise ValueError("budget convention 'relative_zero_filled' needs the zero-filled image A^H y.")
+            return self.value * zero_filled_maximum(zero_filled).to(dtype=signal.dtype, device=signal.device)
         if self.convention == BudgetConvention.RELATIVE_MAX:
             return self.value * measured.abs().amax(dim=1)
         return self.value * measured.norm(dim=1)
@@ -150,6 +178,7 @@ class Budget:
             BudgetConvention.PAPER: "paper units: x s_ref, the max |real/imag| of the slice's fully sampled image",
             BudgetConvention.RELATIVE_MAX: "x max |real/imag| of measured signal",
             BudgetConvention.RELATIVE_L2: "x ||y||_2 (relative l2)",
+            BudgetConvention.RELATIVE_ZERO_FILLED: "x max |A^H y|, the slice's zero-filled image maximum",
         }[self.convention]
         per = " per real/imag entry" if self.norm == NormType.LINF else ""
         return f"{self.norm.value} eps={self.value:g} ({unit}){per}"

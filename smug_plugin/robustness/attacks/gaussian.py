@@ -16,6 +16,7 @@ from smug_plugin.robustness.attacks.base import (
 )
 from smug_plugin.robustness.attacks.budgets import Budget
 from smug_plugin.robustness.attacks.domain import AttackDomain, perturbed_signal
+from smug_plugin.robustness.attacks.problem import zero_filled
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,9 @@ class GaussianNoise(Attack):
     def __call__(self, model: AttackedModel, batch: dict, targets: Targets, seed: int) -> AttackOutcome:
         generator = torch.Generator(device=batch["masked_kspace"].device).manual_seed(seed)
         perturbed = perturbed_signal(self.settings.domain, model, batch)
-        eps = self.settings.budget.resolve(perturbed.signal, perturbed.support, targets.reference_scale)
+        budget = self.settings.budget
+        eps = budget.resolve(
+            perturbed.signal, perturbed.support, targets.reference_scale, zero_filled(budget, model, batch)
+        )
         noise = matched_noise(perturbed.signal.shape, eps, self.settings.budget.norm, perturbed.support, generator)
         return AttackOutcome(perturbed.lift(noise), eps.tolist())

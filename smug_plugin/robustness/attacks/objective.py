@@ -14,6 +14,8 @@ class AttackLoss(StrEnum):
 
     MSE = "mse"
     SSIM = "ssim"  # 1 - SSIM (fastMRI's 7 x 7 window, data range = the target's maximum per slice)
+    # ||f(x + d) - t|| / ||t||: with the clean reconstruction as t, CycMit-MRI's unsupervised objective
+    RELATIVE_L2 = "relative_l2"
 
 
 def _common_crop(reconstruction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,6 +55,17 @@ def structural_dissimilarity(reconstruction: torch.Tensor, target: torch.Tensor)
     return loss_map.flatten(1).mean(1)
 
 
+def relative_error(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-slice ||reconstruction - target||_2 / ||target||_2, shape (batch,)."""
+    reconstruction, target = _common_crop(reconstruction, target)
+    return (reconstruction - target).flatten(1).norm(dim=1) / target.flatten(1).norm(dim=1).clamp_min(1e-30)
+
+
 def attack_loss(loss: AttackLoss) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The per-slice loss function of ``loss``: (reconstruction, target) -> (batch,)."""
-    return {AttackLoss.MSE: reconstruction_error, AttackLoss.SSIM: structural_dissimilarity}[AttackLoss(loss)]
+    losses = {
+        AttackLoss.MSE: reconstruction_error,
+        AttackLoss.SSIM: structural_dissimilarity,
+        AttackLoss.RELATIVE_L2: relative_error,
+    }
+    return losses[AttackLoss(loss)]

@@ -217,6 +217,7 @@ def projected_gradient_ascent(
     draws_per_step: int = 1,
     lift: Lift | None = None,
     health: GradientHealth | None = None,
+    start_scale: float = 1.0,
 ) -> AscentResult:
     """Projected gradient ascent of `objective` over a batch of slices at once.
 
@@ -242,12 +243,14 @@ def projected_gradient_ascent(
         Maps the variable to the k-space perturbation; identity for k-space attacks.
     health : GradientHealth, optional
         Records the gradients' zero and non-finite entries per slice.
+    start_scale : float
+        The random start is drawn in the ball and multiplied by this (CycMit-MRI: 1 / sqrt(2)).
     """
     lift = lift if lift is not None else (lambda v: v)
     norm = NormType(norm)
     alpha = per_slice_scale(eps * step_fraction, support).to(support.device)
     if random_start:
-        delta = random_in_ball(variable_shape, eps, norm, support, generator)
+        delta = random_in_ball(variable_shape, eps, norm, support, generator) * start_scale
     else:
         delta = torch.zeros(variable_shape, device=support.device)
     k = max(1, int(draws_per_step))

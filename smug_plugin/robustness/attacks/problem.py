@@ -88,7 +88,9 @@ def attack_problem(
     reference = targets.of(target, model)
     generator = torch.Generator(device=batch["masked_kspace"].device).manual_seed(seed)
     perturbed = perturbed_signal(domain, model, batch)
-    eps = budget.resolve(perturbed.signal, perturbed.support, targets.reference_scale)
+    eps = budget.resolve(
+        perturbed.signal, perturbed.support, targets.reference_scale, zero_filled(budget, model, batch)
+    )
     loss_of = attack_loss(loss)
 
     def objective(kspace_delta: torch.Tensor, draw: int) -> torch.Tensor:
@@ -102,3 +104,10 @@ def attack_problem(
 def _supported(model: AttackedModel) -> frozenset[str]:
     reconstructor = getattr(model, "reconstructor", None)
     return reconstructor.supported_settings() if reconstructor is not None else frozenset()
+
+
+def zero_filled(budget: Budget, model: AttackedModel, batch: dict) -> torch.Tensor | None:
+    """A^H y of the batch's measured k-space where ``budget`` is relative to it (else None)."""
+    if not budget.needs_zero_filled:
+        return None
+    return model.operator(batch).adjoint(batch["masked_kspace"]).detach()

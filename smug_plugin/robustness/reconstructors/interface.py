@@ -50,6 +50,9 @@ class TestTimeSettings:
     noise_seed: int | None = None
     attack_gradient: str | None = None
     normalisation: str | None = None
+    # A defended model's gradient through its purification (`defenses.cyclic_consistency.DefenseGradient`): set by
+    # the `unrolled_pgd` attack only; other models cannot run under it (their cells are n/a).
+    defense_gradient: str | None = None
 
     @property
     def threat_normalisation(self) -> Normalisation:
