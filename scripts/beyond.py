@@ -44,7 +44,7 @@ CS_TUNE_SLICES = 12
 SMALL_FEATURE_STRIDE = 16
 SMALL_FEATURE_SLICES = 1
 DEFENSE_SLICES = 2
-DEFENSE = {"radius": 0.1, "extra_masks": 2, "iterations": 10, "step_fraction": 0.25, "seed": 0}
+DEFENSE = {"variant": "reduced", "radius": 0.1, "extra_masks": 2, "iterations": 10, "step_fraction": 0.25, "seed": 0}
 ATTACK = {
     "kind": "pgd",
     "norm": "linf",
