@@ -72,15 +72,22 @@ def loaded(tmp_path_factory):
     return loaded_setup(tmp_path_factory.mktemp("threat"), ("modl_paper", "varnet"))
 
 
-def test_default_is_fixed_and_the_old_behaviour_needs_the_explicit_setting(loaded):
+def test_default_is_fixed_and_the_old_behaviour_needs_the_explicit_setting(loaded, monkeypatch):
     models, batch = loaded
     modl = models["modl_paper"]
     delta = spike(modl.operator(batch), batch, 6.0)
+    # The scale the network divides by in each call (a fresh network is nearly linear, so its outputs barely show it).
+    seen, original = [], MoDL.input_scale
+    monkeypatch.setattr(MoDL, "input_scale", lambda net, adjoint: seen.append(original(net, adjoint)) or seen[-1])
     with torch.no_grad():
+        clean = modl.reconstruct(batch, None, TestTimeSettings())
+        clean_scale = seen[-1]
         default = modl.reconstruct(batch, delta, TestTimeSettings())
         fixed = modl.reconstruct(batch, delta, FIXED)
+        assert torch.equal(seen[-1], clean_scale) and torch.equal(seen[-2], clean_scale)
         attacked = modl.reconstruct(batch, delta, ATTACKED)
-        assert torch.equal(default, fixed) and not torch.allclose(fixed, attacked)
+        assert (seen[-1] > 1.5 * clean_scale).all()
+        assert torch.equal(default, fixed) and not torch.equal(fixed, attacked) and not torch.equal(clean, fixed)
         # The network's own s is what moves: the reconstructor's facts say by how much.
         assert torch.equal(modl.normalisation_shift(batch, delta, FIXED), torch.ones(2))
         assert (modl.normalisation_shift(batch, delta, ATTACKED) > 1.5).all()

@@ -11,7 +11,7 @@ of the ground truth (``rs_e2e_target: teacher``, the published training).
 
 import copy
 import pathlib
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -234,7 +234,8 @@ class UnrolledEngine(_FamilyEngine):
         plugin_losses = self._plugin_loss_names() if self.model.training else []
         # The evaluation's default threat model in robust validation too: the network's intensity scale comes from
         # the clean measurement, fixed during the attack and the attacked reconstruction (models/unrolled.scale_from).
-        held_scale = _unwrap(self.model).scale_from(data["masked_kspace"] if self._attacking else None)
+        # Outside robust validation the scale is left as the caller set it (`smug evaluate` holds it the same way).
+        held_scale = _unwrap(self.model).scale_from(data["masked_kspace"]) if self._attacking else nullcontext()
         with held_scale:
             return self._forward(data, plugin_losses)
 
