@@ -6,6 +6,7 @@ expectation-over-transformation (EOT) attack averages gradients over the model's
 """
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -24,7 +25,7 @@ from smug_plugin.robustness.attacks.base import (
 )
 from smug_plugin.robustness.attacks.budgets import Budget, NormType
 from smug_plugin.robustness.attacks.domain import AttackDomain
-from smug_plugin.robustness.attacks.problem import AttackSurrogate, Lift, Objective, attack_problem
+from smug_plugin.robustness.attacks.problem import AttackProblem, AttackSurrogate, Lift, Objective, attack_problem
 
 
 @dataclass(frozen=True)
@@ -306,26 +307,36 @@ class PGD(Attack):
             gradient=settings.gradient,
             surrogate=settings.surrogate,
         )
-        health = GradientHealth(problem.perturbed.support)
-        result = projected_gradient_ascent(
-            problem.objective,
-            problem.perturbed.signal.shape,
-            problem.perturbed.support,
-            problem.eps,
+        return ascend(
+            problem,
             settings.budget.norm,
-            problem.generator,
             steps=settings.steps,
             step_fraction=settings.step_fraction,
             random_start=settings.random_start,
             keep_best=settings.keep_best,
-            draws_per_step=problem.draws,
-            lift=problem.perturbed.lift,
-            health=health,
         )
-        return AttackOutcome(
-            result.kspace_delta,
-            problem.eps.tolist(),
-            result.objective.tolist(),
-            result.history,
-            diagnostics=health.diagnostics(),
-        )
+
+
+def ascend(problem: AttackProblem, norm: NormType, **ascent: Any) -> AttackOutcome:
+    """PGD on an attack problem (`projected_gradient_ascent` with the keywords ``ascent``) and its outcome with the
+    gradients' health: the one ascent of every PGD-type attack (PGD, the unsupervised attack)."""
+    health = GradientHealth(problem.perturbed.support)
+    result = projected_gradient_ascent(
+        problem.objective,
+        problem.perturbed.signal.shape,
+        problem.perturbed.support,
+        problem.eps,
+        norm,
+        problem.generator,
+        draws_per_step=problem.draws,
+        lift=problem.perturbed.lift,
+        health=health,
+        **ascent,
+    )
+    return AttackOutcome(
+        result.kspace_delta,
+        problem.eps.tolist(),
+        result.objective.tolist(),
+        result.history,
+        diagnostics=health.diagnostics(),
+    )

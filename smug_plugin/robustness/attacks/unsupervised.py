@@ -21,7 +21,7 @@ from smug_plugin.robustness.attacks.base import (
 from smug_plugin.robustness.attacks.budgets import Budget, BudgetConvention, NormType
 from smug_plugin.robustness.attacks.domain import AttackDomain
 from smug_plugin.robustness.attacks.objective import AttackLoss
-from smug_plugin.robustness.attacks.pgd import GradientHealth, projected_gradient_ascent
+from smug_plugin.robustness.attacks.pgd import ascend
 from smug_plugin.robustness.attacks.problem import attack_problem
 
 PAPER_BUDGET = Budget(0.01, BudgetConvention.RELATIVE_ZERO_FILLED, NormType.LINF)
@@ -95,26 +95,11 @@ class UnsupervisedPGD(Attack):
             target=AttackTarget.CLEAN,
             loss=AttackLoss.RELATIVE_L2,
         )
-        health = GradientHealth(problem.perturbed.support)
-        result = projected_gradient_ascent(
-            problem.objective,
-            problem.perturbed.signal.shape,
-            problem.perturbed.support,
-            problem.eps,
+        return ascend(
+            problem,
             settings.budget.norm,
-            problem.generator,
             steps=settings.steps,
             step_fraction=settings.step_fraction,
             random_start=settings.start_scale > 0,
-            draws_per_step=problem.draws,
-            lift=problem.perturbed.lift,
-            health=health,
             start_scale=settings.start_scale,
-        )
-        return AttackOutcome(
-            result.kspace_delta,
-            problem.eps.tolist(),
-            result.objective.tolist(),
-            result.history,
-            diagnostics=health.diagnostics(),
         )
