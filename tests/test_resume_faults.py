@@ -292,3 +292,15 @@ def test_lock_whose_owner_may_still_run_is_refused(tmp_path, owner, message):
         raise AssertionError("a lock whose owner may still run was taken")
     assert message in str(error.value) and f"delete {out / LOCK} and run again" in str(error.value)
     assert json.loads((out / LOCK).read_text())["pid"] == owner["pid"]
+
+
+def test_a_panel_write_cut_by_a_kill_is_not_read(tmp_path):
+    import numpy as np
+
+    from smug_plugin.robustness.run.records import PANELS
+
+    panels = tmp_path / PANELS
+    panels.mkdir()
+    np.savez(panels / "unit.npz", target=np.ones((2, 2)))
+    (panels / ".unit2.npz.abc123.npz").write_bytes(b"")  # what atomic_path leaves when the process dies mid-write
+    assert list(load_panels(tmp_path)) == ["target"]

@@ -156,6 +156,8 @@ def load_panels(output_dir: pathlib.Path) -> dict[str, np.ndarray]:
     """The panel images of every recorded unit: ``target`` and ``<perturbation>|<model>``."""
     images: dict[str, np.ndarray] = {}
     for path in sorted((output_dir / PANELS).glob("*.npz")):
+        if path.name.startswith("."):
+            continue  # the temporary file of a write a killed run left unfinished (atomic_path): never a unit's
         with np.load(path) as data:
             images.update({key: data[key] for key in data.files})
     return images
