@@ -146,6 +146,7 @@ CARD_SCHEMA: dict = {
                         "title": {"type": "string"},
                         "verdict": {"type": "string", "enum": ["pass", "warn", "n/a"]},
                         "details": {"type": "array", "items": {"type": "string"}},
+                        "figure": _STRING,
                     }
                 ),
             },
@@ -413,8 +414,8 @@ def card_markdown(card: dict) -> str:
                 ),
             ]
             lines.append(f"| {m['name']} | " + " | ".join(cells) + " |")
-    lines += ["", "| sanity check | verdict |", "|---|---|"]
-    lines += [f"| {s['title']} | {VERDICT_TEXT[s['verdict']]} |" for s in card["sanity"]]
+    lines += ["", "| sanity check | verdict | figure (beside robustness.md) |", "|---|---|---|"]
+    lines += [f"| {s['title']} | {VERDICT_TEXT[s['verdict']]} | {s['figure'] or ''} |" for s in card["sanity"]]
     versions = ", ".join(f"{name} {version}" for name, version in card["versions"].items())
     lines += ["", f"Versions: {versions}.", ""]
     return "\n".join(lines)

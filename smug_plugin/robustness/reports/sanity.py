@@ -416,5 +416,13 @@ def model_verdicts(checks: list[dict], model: str) -> list[dict]:
     out = []
     for c in checks:
         entry = c["models"].get(model, {"verdict": NA, "details": []})
-        out.append({"check": c["check"], "title": c["title"], "verdict": entry["verdict"], "details": entry["details"]})
+        out.append(
+            {
+                "check": c["check"],
+                "title": c["title"],
+                "verdict": entry["verdict"],
+                "details": entry["details"],
+                "figure": c["figure"],
+            }
+        )
     return out
