@@ -30,7 +30,7 @@ from smug_plugin.robustness.attacks.budgets import Budget, NormType
 from smug_plugin.robustness.attacks.domain import AttackDomain
 from smug_plugin.robustness.attacks.objective import AttackLoss
 from smug_plugin.robustness.attacks.pgd import AscentResult, GradientHealth, estimate_gradient
-from smug_plugin.robustness.attacks.problem import Lift, Objective, attack_problem
+from smug_plugin.robustness.attacks.problem import Lift, Objective, problem_of
 
 MOMENTUM = 0.75  # weight of the new step; 1 - MOMENTUM is the weight of the previous one
 RHO = 0.75  # halve the step when the objective rose in at most this fraction of the steps since the checkpoint
@@ -198,18 +198,7 @@ class APGD(Attack):
 
     def __call__(self, model: AttackedModel, batch: dict, targets: Targets, seed: int) -> AttackOutcome:
         settings = self.settings
-        problem = attack_problem(
-            model,
-            batch,
-            targets,
-            seed,
-            budget=settings.budget,
-            domain=settings.domain,
-            target=settings.target,
-            loss=settings.loss,
-            eot_samples=settings.eot_samples,
-            gradient=settings.gradient,
-        )
+        problem = problem_of(settings, model, batch, targets, seed)
         health = GradientHealth(problem.perturbed.support)
         best: AscentResult | None = None
         history: list[torch.Tensor] = []

@@ -27,7 +27,7 @@ from smug_plugin.robustness.attacks.base import (
 from smug_plugin.robustness.attacks.budgets import Budget, BudgetConvention, NormType
 from smug_plugin.robustness.attacks.domain import AttackDomain
 from smug_plugin.robustness.attacks.pgd import GradientHealth, estimate_gradient, projected_gradient_ascent
-from smug_plugin.robustness.attacks.problem import attack_problem
+from smug_plugin.robustness.attacks.problem import problem_of
 
 DEFAULT_BUDGET = Budget(0.5, BudgetConvention.RELATIVE_MAX, NormType.LINF)
 
@@ -100,9 +100,7 @@ class Herringbone(Attack):
 
     def __call__(self, model: AttackedModel, batch: dict, targets: Targets, seed: int) -> AttackOutcome:
         settings = self.settings
-        problem = attack_problem(
-            model, batch, targets, seed, budget=settings.budget, domain=AttackDomain.KSPACE, target=settings.target
-        )
+        problem = problem_of(settings, model, batch, targets, seed, domain=AttackDomain.KSPACE)
         signal, acquired = problem.perturbed.signal, problem.perturbed.support
         # The gradient at a tiny random point: at exactly zero, a magnitude output can have no gradient.
         start = (

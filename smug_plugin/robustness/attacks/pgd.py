@@ -25,7 +25,7 @@ from smug_plugin.robustness.attacks.base import (
 )
 from smug_plugin.robustness.attacks.budgets import Budget, NormType
 from smug_plugin.robustness.attacks.domain import AttackDomain
-from smug_plugin.robustness.attacks.problem import AttackProblem, AttackSurrogate, Lift, Objective, attack_problem
+from smug_plugin.robustness.attacks.problem import AttackProblem, AttackSurrogate, Lift, Objective, problem_of
 
 
 @dataclass(frozen=True)
@@ -295,18 +295,7 @@ class PGD(Attack):
 
     def __call__(self, model: AttackedModel, batch: dict, targets: Targets, seed: int) -> AttackOutcome:
         settings = self.settings
-        problem = attack_problem(
-            model,
-            batch,
-            targets,
-            seed,
-            budget=settings.budget,
-            domain=settings.domain,
-            target=settings.target,
-            eot_samples=settings.eot_samples,
-            gradient=settings.gradient,
-            surrogate=settings.surrogate,
-        )
+        problem = problem_of(settings, model, batch, targets, seed)
         return ascend(
             problem,
             settings.budget.norm,

@@ -111,3 +111,16 @@ def zero_filled(budget: Budget, model: AttackedModel, batch: dict) -> torch.Tens
     if not budget.needs_zero_filled:
         return None
     return model.operator(batch).adjoint(batch["masked_kspace"]).detach()
+
+
+# The settings fields that describe an attack's problem; an attack's settings hold those that apply to it.
+PROBLEM_FIELDS = ("budget", "domain", "target", "loss", "eot_samples", "gradient", "surrogate")
+
+
+def problem_of(
+    settings: object, model: AttackedModel, batch: dict, targets: Targets, seed: int, **fixed: object
+) -> AttackProblem:
+    """:func:`attack_problem` with every problem field the attack's ``settings`` hold, and ``fixed`` for those the
+    attack defines itself (e.g. the unsupervised attack's target and loss): one place reads settings into problems."""
+    keywords = {name: getattr(settings, name) for name in PROBLEM_FIELDS if hasattr(settings, name)}
+    return attack_problem(model, batch, targets, seed, **{**keywords, **fixed})

@@ -29,7 +29,7 @@ from smug_plugin.robustness.attacks.budgets import Budget, NormType
 from smug_plugin.robustness.attacks.domain import AttackDomain
 from smug_plugin.robustness.attacks.gaussian import matched_noise
 from smug_plugin.robustness.attacks.objective import AttackLoss
-from smug_plugin.robustness.attacks.problem import AttackProblem, attack_problem
+from smug_plugin.robustness.attacks.problem import AttackProblem, problem_of
 
 # The Square Attack halves p after these fractions of 10000 queries (rescaled to the query budget).
 HALVING_QUERIES = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -170,16 +170,6 @@ class Square(Attack):
 
     def __call__(self, model: AttackedModel, batch: dict, targets: Targets, seed: int) -> AttackOutcome:
         settings = self.settings
-        problem = attack_problem(
-            model,
-            batch,
-            targets,
-            seed,
-            budget=settings.budget,
-            domain=settings.domain,
-            target=settings.target,
-            loss=settings.loss,
-            eot_samples=settings.eot_samples,
-        )
+        problem = problem_of(settings, model, batch, targets, seed)
         delta, trace = random_search(problem, settings.budget.norm, settings.queries, settings.p_init)
         return AttackOutcome(problem.perturbed.lift(delta).detach(), problem.eps.tolist(), trace[-1].tolist(), trace)

@@ -22,7 +22,7 @@ from smug_plugin.robustness.attacks.budgets import Budget, BudgetConvention, Nor
 from smug_plugin.robustness.attacks.domain import AttackDomain
 from smug_plugin.robustness.attacks.objective import AttackLoss
 from smug_plugin.robustness.attacks.pgd import ascend
-from smug_plugin.robustness.attacks.problem import attack_problem
+from smug_plugin.robustness.attacks.problem import problem_of
 
 PAPER_BUDGET = Budget(0.01, BudgetConvention.RELATIVE_ZERO_FILLED, NormType.LINF)
 
@@ -85,15 +85,8 @@ class UnsupervisedPGD(Attack):
         settings = self.settings
         if targets.clean is None:
             targets = dataclasses.replace(targets, clean=lambda m: m.reconstruct(batch, None, noise_seed=seed))
-        problem = attack_problem(
-            model,
-            batch,
-            targets,
-            seed,
-            budget=settings.budget,
-            domain=settings.domain,
-            target=AttackTarget.CLEAN,
-            loss=AttackLoss.RELATIVE_L2,
+        problem = problem_of(
+            settings, model, batch, targets, seed, target=AttackTarget.CLEAN, loss=AttackLoss.RELATIVE_L2
         )
         return ascend(
             problem,
