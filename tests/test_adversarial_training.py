@@ -105,9 +105,9 @@ def test_the_perturbation_stays_in_its_ball_on_the_acquired_entries(norm, conven
 def test_the_networks_scale_is_held_at_its_clean_value_during_the_attack_and_the_loss(monkeypatch):
     data = training_batch()
     modl = modl_engine("paper", budget=BUDGET, convention="paper", steps=2)
-    clean = MoDL.input_scale(modl.model, modl.model.operator(data["sampling_mask"], data["sensitivity_map"]).adjoint(
-        data["masked_kspace"]
-    ))
+    clean = MoDL.input_scale(
+        modl.model, modl.model.operator(data["sampling_mask"], data["sensitivity_map"]).adjoint(data["masked_kspace"])
+    )
     seen = []
     original = MoDL.input_scale
 
@@ -193,7 +193,9 @@ def direct_train(cfg, data, cwd):
 
 @pytest.mark.e2e
 def test_direct_train_trains_adversarially(tiny_demo_data, tmp_path):
-    cfg = shrink_project(PROJECTS_DIR / "demo" / "modl.yaml", tmp_path / "modl_adv.yaml", model_overrides=ADVERSARIAL_KEYS)
+    cfg = shrink_project(
+        PROJECTS_DIR / "demo" / "modl.yaml", tmp_path / "modl_adv.yaml", model_overrides=ADVERSARIAL_KEYS
+    )
     result = direct_train(cfg, tiny_demo_data, tmp_path)
     assert result.returncode == 0, result.stdout[-5000:]
     assert "Adversarial training: pgd kspace linf eps=0.02 (paper units" in result.stdout
