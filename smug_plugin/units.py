@@ -14,6 +14,8 @@ Two sources of s, by the same formula (:func:`intensity_scale`):
   the unit of the papers' attack budget eps and of the denoiser pre-training, where the target is known.
 """
 
+from enum import StrEnum
+
 import torch
 from direct.types import DirectEnum
 
@@ -94,6 +96,30 @@ def from_unit_scale(tensor: torch.Tensor, scale: torch.Tensor | None) -> torch.T
     if scale is None:
         return tensor
     return tensor * scale.reshape(-1, *([1] * (tensor.ndim - 1)))
+
+
+# The units of a perturbation budget: the evaluation's attacks (`robustness.attacks.budgets.Budget`) and the
+# engines' adversarial training state their budgets in these.
+class NormType(StrEnum):
+    """Norm of the perturbation ball; l_inf acts on real and imaginary parts separately."""
+
+    LINF = "linf"
+    L2 = "l2"
+
+
+class BudgetConvention(StrEnum):
+    """How the budget value is turned into an absolute radius."""
+
+    ABSOLUTE = "absolute"  # eps in DIRECT's normalised units (k-space or image, whichever is perturbed)
+    RELATIVE_MAX = "relative_max"  # eps = value * max |real/imag entry| of the measured (perturbed) signal
+    RELATIVE_L2 = "relative_l2"  # eps = value * ||y||_2 of the measured signal (l2 balls only)
+    # eps = value * s_ref per slice, s_ref = max(|Re|, |Im|) of the slice's coil-combined fully sampled image in
+    # DIRECT's units: the papers' units, for k-space and image-domain perturbations alike.
+    PAPER = "paper"
+    # eps = value * max |A^H y| per slice, the largest complex magnitude of the zero-filled (SENSE-combined) image of
+    # the measured k-space: the CycMit-MRI code's units (it scales every image by that maximum), for its image-domain
+    # attack and its defense radius.
+    RELATIVE_ZERO_FILLED = "relative_zero_filled"
 
 
 def parse_choice[E: DirectEnum](enum: type[E], name: str, value: E | str) -> E:

@@ -42,8 +42,10 @@ LAYERS = {
     "smug_plugin.cli": 12,
     "smug_plugin.direct_hook": 12,  # DIRECT's entry into the plugin (its models' config errors)
 }
-# The one upward edge: the training engines' PGD validation, through these names only.
-NARROW_INTERFACE = {("smug_plugin.models", f"{R}.validation"): {"RobustValidation", "attacked_kspace"}}
+# The one upward edge: the training engines' PGD (robust validation, adversarial training), through these names only.
+NARROW_INTERFACE = {
+    ("smug_plugin.models", f"{R}.validation"): {"AdversarialTraining", "RobustValidation", "attacked_kspace"}
+}
 
 
 def modules() -> dict[str, pathlib.Path]:

@@ -32,12 +32,15 @@ def test_every_project_uses_the_papers_values_in_the_papers_units(name: str) -> 
         assert model["cg_tol"] == 1e-6
     if model.get("robust_validation_budget"):
         assert model["robust_validation_units"] == "paper"  # one convention with the evaluation's eps
+    if model.get("adversarial_training_budget"):
+        assert model["adversarial_training_convention"] == "paper"  # the evaluation's eps 0.02 x s_ref
+        assert model["adversarial_training_budget"] == 0.02 and model["adversarial_training_norm"] == "linf"
     if "ustab_loss" in losses(name):
         # The journal's complex MSE, weighted so that lambda_l means the journal's: lambda_l x N unroll terms / 8.
-        # The demo uses the lambda_l the study chose (100); the paper-size projects the papers' 1.
-        lambda_l = (
-            float(name.rsplit("_lambda", 1)[1]) if "_lambda" in name else 100.0 if name.startswith("demo/") else 1.0
-        )
+        # The demo and the adversarially trained SMUG use the lambda_l the study chose (100); the paper-size projects
+        # the papers' 1.
+        local = name.startswith(("demo/", "reproduce/"))
+        lambda_l = float(name.rsplit("_lambda", 1)[1]) if "_lambda" in name else 100.0 if local else 1.0
         expected = round(lambda_l * model["num_steps"] / 8, 6)
         assert losses(name) == {"complex_mse_loss": expected, "ustab_loss": 1.0}
     elif model["model_name"] != "smug.didn.DIDN":

@@ -13,7 +13,7 @@ from smug_plugin.losses.smoothing import RSE2ETarget, UStabTarget
 from smug_plugin.models import unknown_name_error
 from smug_plugin.models.data_consistency import CGBackward
 from smug_plugin.models.unrolled import RSE2EDCInput
-from smug_plugin.units import IntensityScale, ScaleStatistic
+from smug_plugin.units import BudgetConvention, IntensityScale, NormType, ScaleStatistic
 
 
 @dataclass
@@ -56,6 +56,19 @@ class MoDLConfig(ModelConfig):
     robust_validation_units: IntensityScale = IntensityScale.DIRECT
     robust_validation_steps: int = 5
     robust_validation_seed: int = 0
+    # Read by the engine: adversarial training (0 = off). On adversarial_training_share of the training batches
+    # (evenly spread over DIRECT's iteration index) the loss is taken on the batch attacked by the evaluation's k-space
+    # PGD (acquired entries, the network's intensity scale held at its clean value, MSE to the target). The budget is
+    # in adversarial_training_convention, the evaluation's budget conventions: absolute = DIRECT's normalised k-space,
+    # paper = a fraction of each slice's s_ref (the journal's eps 0.02, linf per real/imaginary entry).
+    adversarial_training_budget: float = 0.0
+    adversarial_training_convention: BudgetConvention = BudgetConvention.ABSOLUTE
+    adversarial_training_norm: NormType = NormType.LINF
+    adversarial_training_steps: int = 5
+    adversarial_training_step_fraction: float = 1.0 / 3.0
+    adversarial_training_random_start: bool = True
+    adversarial_training_share: float = 1.0
+    adversarial_training_seed: int = 0
 
 
 @dataclass

@@ -6,7 +6,9 @@ add the family's forward call and its losses, which DIRECT's hard-coded loss lis
 journal's reconstruction term). They need quantities DIRECT's loss signature ``fn(source, target, reduction, size)``
 cannot carry (the denoiser outputs at every unroll, the complex output and target), so ``forward_function`` keeps
 them for the loss callables of the same iteration. RS-E2E may train towards a frozen MoDL's reconstruction instead
-of the ground truth (``rs_e2e_target: teacher``, the published training).
+of the ground truth (``rs_e2e_target: teacher``, the published training). With ``adversarial_training_budget > 0``
+the unrolled models train adversarially: a share of the training batches is replaced by its PGD-attacked version
+(the evaluation's attack and threat model) before the loss (:meth:`UnrolledEngine.forward_function`).
 """
 
 import copy
@@ -18,6 +20,7 @@ import torch
 from direct.data.transforms import modulus
 from direct.nn.loss_keys import KeyedLossFn
 from direct.nn.mri_models import MRIModelEngine
+from direct.utils.events import get_event_storage
 from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
@@ -38,7 +41,7 @@ from smug_plugin.models.checkpoint import MODEL_NAME_KEY, read_model_state, stat
 from smug_plugin.models.denoiser import apply_denoiser, load_denoiser_state
 from smug_plugin.models.modl import MoDL
 from smug_plugin.operators import MultiCoilOperator
-from smug_plugin.robustness.validation import RobustValidation, attacked_kspace
+from smug_plugin.robustness.validation import AdversarialTraining, RobustValidation, attacked_kspace
 from smug_plugin.units import (
     IntensityScale,
     from_unit_scale,
@@ -155,6 +158,7 @@ class UnrolledEngine(_FamilyEngine):
             steps=int(getattr(cfg.model, "robust_validation_steps", 5)),
             seed=int(getattr(cfg.model, "robust_validation_seed", 0)),
         )
+        self._adversarial_training = AdversarialTraining.of_model(cfg.model)
         self._attacking = False
         self._frozen_denoiser = None
 
@@ -186,6 +190,8 @@ class UnrolledEngine(_FamilyEngine):
             self.logger.info("model.denoiser_checkpoint is not read: DIRECT restores the model from a checkpoint.")
         elif network.load_pretrained_denoiser():
             self.logger.info("Denoiser initialised from model.denoiser_checkpoint %s.", network.denoiser_checkpoint)
+        if self._adversarial_training.enabled:
+            self.logger.info("Adversarial training: %s.", self._adversarial_training.describe())
         super().train(
             optimizer,
             lr_scheduler,
@@ -232,24 +238,37 @@ class UnrolledEngine(_FamilyEngine):
 
     def forward_function(self, data: dict[str, Any]) -> tuple[torch.Tensor, None]:
         plugin_losses = self._plugin_loss_names() if self.model.training else []
-        # The evaluation's default threat model in robust validation too: the network's intensity scale comes from
-        # the clean measurement, fixed during the attack and the attacked reconstruction (models/unrolled.scale_from).
-        # Outside robust validation the scale is left as the caller set it (`smug evaluate` holds it the same way).
-        held_scale = _unwrap(self.model).scale_from(data["masked_kspace"]) if self._attacking else nullcontext()
+        iteration = self._adversarial_iteration()
+        # The evaluation's default threat model in robust validation and adversarial training too: the network's
+        # intensity scale comes from the clean measurement, fixed during the attack and the attacked reconstruction
+        # (models/unrolled.scale_from). Otherwise the scale is left as the caller set it (`smug evaluate` holds it
+        # the same way).
+        attacked = self._attacking or iteration is not None
+        held_scale = _unwrap(self.model).scale_from(data["masked_kspace"]) if attacked else nullcontext()
         with held_scale:
-            return self._forward(data, plugin_losses)
+            return self._forward(data, plugin_losses, iteration)
 
-    def _forward(self, data: dict[str, Any], plugin_losses: list[str]) -> tuple[torch.Tensor, None]:
-        if self._attacking:
-            data["masked_kspace"] = attacked_kspace(
-                lambda kspace: self.model(kspace, data["sampling_mask"], data["sensitivity_map"]),
-                data["masked_kspace"],
-                data["sampling_mask"],
-                data["target"],
-                self._robust_validation,
-                self._reference_scale(data) if self._robust_validation.needs_reference_scale else None,
-            ).detach()
+    def _adversarial_iteration(self) -> int | None:
+        """DIRECT's training iteration when its batch is to be attacked (adversarial training), else None."""
+        if not (self.model.training and self._adversarial_training.enabled):
+            return None
+        iteration = get_event_storage().iter
+        return iteration if self._adversarial_training.attacks(iteration) else None
+
+    def _forward(
+        self, data: dict[str, Any], plugin_losses: list[str], adversarial_iteration: int | None = None
+    ) -> tuple[torch.Tensor, None]:
+        # RS-E2E's teacher reconstructs the clean batch: under adversarial training the target stays the clean one.
         teacher = self._teacher_reconstruction(data) if self.model.training else None
+        if self._attacking:
+            data["masked_kspace"] = self._attacked_kspace(data, self._robust_validation, self.model)
+        elif adversarial_iteration is not None:
+            # Madry-style: the current network in training mode (as the loss sees it; SMUG draws fresh noise in
+            # every step), the unwrapped module so that DDP sees one forward per backward. The objective is the
+            # evaluation's (MSE to the ground truth); parameter gradients of the ascent are never taken.
+            data["masked_kspace"] = self._attacked_kspace(
+                data, self._adversarial_training, _unwrap(self.model), adversarial_iteration
+            )
         if teacher is not None:
             # DIRECT's losses read data["target"]: they compare the magnitude of the averaged output (not each draw's)
             # with the teacher's reconstruction; complex_mse_loss below takes the published per-draw form.
@@ -276,6 +295,26 @@ class UnrolledEngine(_FamilyEngine):
             if COMPLEX_MSE_LOSS in plugin_losses:
                 self._loss_inputs[COMPLEX_MSE_LOSS] = self._complex_mse_inputs(output, details, ground_truth, teacher)
         return output, None
+
+    def _attacked_kspace(
+        self,
+        data: dict[str, Any],
+        settings: RobustValidation | AdversarialTraining,
+        network: torch.nn.Module,
+        iteration: int = 0,
+    ) -> torch.Tensor:
+        """The batch's k-space under the evaluation's PGD of ``settings`` (robust validation, adversarial training)."""
+        mask, sensitivity_map = data["sampling_mask"], data["sensitivity_map"]
+        return attacked_kspace(
+            lambda kspace: network(kspace, mask, sensitivity_map),
+            data["masked_kspace"],
+            mask,
+            data["target"],
+            settings,
+            self._reference_scale(data) if settings.needs_reference_scale else None,
+            iteration=iteration,
+            operator=lambda batch: _unwrap(self.model).operator(batch["sampling_mask"], sensitivity_map),
+        ).detach()
 
     def _teacher_reconstruction(self, data: dict[str, Any]) -> torch.Tensor | None:
         """The target image of the reconstruction losses when it is not the ground truth (RS-E2E's teacher)."""

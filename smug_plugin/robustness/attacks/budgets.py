@@ -13,10 +13,13 @@ CycMit-MRI code (Saberi et al.) scales each slice by the maximum magnitude of it
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum, StrEnum
+from enum import Enum
 from typing import Any
 
 import torch
+
+# Declared with the units (a lower layer), so that the training configs name them too; imported from here as before.
+from smug_plugin.units import BudgetConvention, NormType
 
 
 def parse_enum[E: Enum](cls: type[E], value: Any, what: str) -> E:
@@ -25,28 +28,6 @@ def parse_enum[E: Enum](cls: type[E], value: Any, what: str) -> E:
         return cls(value)
     except ValueError:
         raise ValueError(f"Unknown {what} '{value}'; expected one of: {', '.join(e.value for e in cls)}.") from None
-
-
-class NormType(StrEnum):
-    """Norm of the perturbation ball; l_inf acts on real and imaginary parts separately."""
-
-    LINF = "linf"
-    L2 = "l2"
-
-
-class BudgetConvention(StrEnum):
-    """How the budget value is turned into an absolute radius."""
-
-    ABSOLUTE = "absolute"  # eps in DIRECT's normalised units (k-space or image, whichever is perturbed)
-    RELATIVE_MAX = "relative_max"  # eps = value * max |real/imag entry| of the measured (perturbed) signal
-    RELATIVE_L2 = "relative_l2"  # eps = value * ||y||_2 of the measured signal (l2 balls only)
-    # eps = value * s_ref per slice, s_ref = max(|Re|, |Im|) of the slice's coil-combined fully sampled image in
-    # DIRECT's units: the papers' units, for k-space and image-domain perturbations alike.
-    PAPER = "paper"
-    # eps = value * max |A^H y| per slice, the largest complex magnitude of the zero-filled (SENSE-combined) image of
-    # the measured k-space: the CycMit-MRI code's units (it scales every image by that maximum), for its image-domain
-    # attack and its defense radius.
-    RELATIVE_ZERO_FILLED = "relative_zero_filled"
 
 
 # The fix named wherever a `paper` budget meets data without fully sampled k-space.
