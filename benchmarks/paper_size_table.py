@@ -16,10 +16,10 @@ to 320 x 320, ESPIRiT maps, 4x mask, DIRECT's normalisation). Three figures per 
 Memory settings: ``off`` (no checkpointing) and ``on`` (``gradient_checkpointing`` and ``checkpoint_each_draw``:
 the plugin's memory options; DIRECT's models have none). Each measurement runs in a fresh worker process with one
 torch thread; peak memory is the growth of the resident set during the figure (the peak, VmHWM, reset just before
-it, minus what the worker held after loading the model and the slice); time is one run (no warm-up: the CPU has no autotuning). A worker that
-needs more than ``--memory-limit-gb`` of address space fails cleanly ("needs more than N GB"). The plugin rows also
-print the estimate of ``smug evaluate``'s memory check (``smug_plugin.robustness.run.memory``) next to the measured
-PGD-step peak.
+it, minus what the worker held after loading the model and the slice); time is one run (no warm-up: the CPU has no
+autotuning). A worker that needs more than ``--memory-limit-gb`` of address space fails cleanly ("needs more than
+N GB"). The plugin rows also print the estimate of ``smug evaluate``'s memory check
+(``smug_plugin.robustness.run.memory``) next to the measured PGD-step peak.
 
     python benchmarks/paper_size_table.py --output benchmarks/results/paper_size_table_cpu.jsonl
     python benchmarks/paper_size_table.py --rows modl --figures forward --shrink  # a quick check of the script
@@ -55,7 +55,9 @@ FIGURES = ("forward", "pgd_step", "train_step")
 SHRINK = {"num_steps": 1, "num_samples": 2, "denoiser_hidden_channels": 8, "denoiser_num_dubs": 1}
 
 
-def write_config(row: str, options: str, root: pathlib.Path, shrink: bool, teacher: pathlib.Path | None) -> pathlib.Path:
+def write_config(
+    row: str, options: str, root: pathlib.Path, shrink: bool, teacher: pathlib.Path | None
+) -> pathlib.Path:
     """The row's knee project with fresh weights: no pre-trained denoiser, the memory setting, the teacher given."""
     import yaml
 
@@ -197,7 +199,9 @@ def prepare(args, row, options, root, data, teacher) -> tuple[pathlib.Path, path
         _, indices = next(iterate_batches(reconstructor, dataset, 1, 1))
         batch = load_batch(dataset, indices, "cpu")
         # DIRECT's keys are str enums: plain strings keep the file loadable with weights_only=True.
-        tensors = {str(getattr(key, "value", key)): value for key, value in batch.items() if isinstance(value, torch.Tensor)}
+        tensors = {
+            str(getattr(key, "value", key)): value for key, value in batch.items() if isinstance(value, torch.Tensor)
+        }
         torch.save(tensors, cached)
     (work / "batch.pt").unlink(missing_ok=True)
     (work / "batch.pt").symlink_to(cached)
@@ -208,11 +212,16 @@ def print_table(path: pathlib.Path) -> None:
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     print(f"{'model':22} {'memory options':14} {'figure':10} {'time [s]':>9} {'peak [MiB]':>10} {'estimate [GiB]':>14}")
     for r in records:
+        if "row" not in r:  # a run's header
+            print(f"# {r['command']} ({r['started']}; {r['machine']}; {r['versions']})")
+            continue
         if "error" in r:
             print(f"{r['row']:22} {r['options']:14} {r['figure']:10} {r['error']}")
             continue
         estimate = f"{r['estimate_gib']:.2f}" if "estimate_gib" in r else ""
-        print(f"{r['row']:22} {r['options']:14} {r['figure']:10} {r['seconds']:9.1f} {r['peak_mib']:10.0f} {estimate:>14}")
+        print(
+            f"{r['row']:22} {r['options']:14} {r['figure']:10} {r['seconds']:9.1f} {r['peak_mib']:10.0f} {estimate:>14}"
+        )
 
 
 def main() -> int:

@@ -40,11 +40,13 @@ def group_and_seed(display: str) -> tuple[str, int]:
     return match.group(1), int(match.group(2))
 
 
-def matrices(records: list[dict]) -> tuple[dict, list]:
-    """{condition: {group: array (seeds, slices)}} in seed order, and the slice keys (file, slice)."""
+def matrices(records: list[dict], conditions: dict | None = None) -> tuple[dict, list]:
+    """{condition: {group: array (seeds, slices)}} in seed order, and the slice keys (file, slice), of the records of
+    ``conditions`` (default: the study's)."""
+    conditions = CONDITIONS if conditions is None else conditions
     cells: dict = defaultdict(lambda: defaultdict(dict))
     for r in records:
-        if r["condition"] in CONDITIONS and r.get("psnr") is not None:
+        if r["condition"] in conditions and r.get("psnr") is not None:
             group, seed = group_and_seed(r["model"])
             cells[r["condition"]][group].setdefault(seed, {})[(r["file"], r["slice"])] = r["psnr"]
     keys = sorted({k for by_group in cells.values() for seeds in by_group.values() for s in seeds.values() for k in s})
