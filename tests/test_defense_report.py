@@ -108,6 +108,8 @@ def test_report_files_and_the_stated_cut(tmp_path: pathlib.Path) -> None:
     readme = (tmp_path / "defense" / "README.md").read_text()
     assert "iterations 5 (paper: 100)" in readme and "stages 1 (paper: 2)" in readme
     assert "extra_masks 2 (paper: 3)" in readme and "noise_scale" not in readme  # only what was cut
+    assert "50 reconstructions per slice" in readme and "the paper's sizes: 2109 reconstructions" in readme
+    assert "was not run: BPDA only" in readme
     assert "| MoDL |" in readme and "| RIM |" in readme
     assert (tmp_path / "defense" / "defense.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

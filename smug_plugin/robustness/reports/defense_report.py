@@ -16,7 +16,7 @@ import pathlib
 import numpy as np
 
 from smug_plugin.atomic import atomic_path
-from smug_plugin.robustness.defenses.cyclic_consistency import VARIANT_DEFAULTS, DefenseVariant
+from smug_plugin.robustness.defenses.cyclic_consistency import VARIANT_DEFAULTS, DefenseSettings, DefenseVariant
 from smug_plugin.robustness.reports.paired import paired_difference
 
 GROUP = "main"
@@ -176,6 +176,7 @@ def cut_statement(defense: dict) -> str:
 def preamble(document: dict) -> str:
     first = document["models"][0]
     calls = first["model_calls_per_slice"] or {}
+    paper_calls = DefenseSettings.published(first["model"]).model_calls()["total_reconstructions"]
     return (
         "# The cyclic-consistency defense (Saberi et al.) around MoDL and DIRECT's networks\n\n"
         "Written by scripts/defense_report.py (`reports.defense_report`) from the `smug evaluate` runs named in "
@@ -189,8 +190,14 @@ def preamble(document: dict) -> str:
         "normalisation fixed from the clean measurement).\n\n"
         f"Defense: {cut_statement(first['defense'])}; radius {first['defense']['radius']} "
         f"({first['defense']['convention']}). It costs {calls.get('total_reconstructions', 'n/a')} reconstructions "
-        "per slice in model calls (a backward counted as two forward passes); the cost multiple is the measured "
-        "wall-clock of a defended clean reconstruction over the undefended one's (same batches, one thread).\n\n"
+        f"per slice in model calls (the paper's sizes: {paper_calls} reconstructions; a backward counted as two "
+        "forward passes); the cost multiple is the measured wall-clock of a defended clean reconstruction over the "
+        "undefended one's (same batches).\n\n"
+        + (
+            ""
+            if any("unrolled" in row["gains_db"] for row in document["models"])
+            else "The adaptive attack through the unrolled purification (`unrolled_pgd`) was not run: BPDA only.\n\n"
+        )
     )
 
 
