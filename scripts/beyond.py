@@ -31,6 +31,7 @@ import time
 
 import reproduce
 
+from smug_plugin.robustness.defenses.cyclic_consistency import VARIANT_DEFAULTS, DefenseVariant
 from smug_plugin.robustness.reports.defense_report import BLIND, CLEAN, WHITE_BOX
 
 ROOT = reproduce.ROOT
@@ -88,10 +89,11 @@ def model_specs(runs: pathlib.Path) -> dict[str, str]:
 def defense_yaml(wrapped: str) -> str:
     """The defended model's YAML (`--model NAME=defense.yaml`): the defense around ``wrapped``, its cut stated."""
     cut = ", ".join(f"{key} {value}" for key, value in DEFENSE_CUT.items())
+    paper = ", ".join(f"{key} {VARIANT_DEFAULTS[DefenseVariant.PUBLISHED][key]}" for key in DEFENSE_CUT)
     return (
         f"# The cyclic-consistency defense around {wrapped}: the published variant (radius 0.01 x max |A^H y|,\n"
         f"# step 0.5 x radius decayed, jittering x 6, best iterate) with its sizes cut for a 2-core CPU: {cut}\n"
-        "# (published: iterations 100, stages 2, extra_masks 3); scripts/beyond.py DEFENSE_CUT.\n"
+        f"# (published: {paper}); scripts/beyond.py DEFENSE_CUT.\n"
         f"defense:\n  wraps: {wrapped}\n" + "".join(f"  {key}: {value}\n" for key, value in DEFENSE.items())
     )
 

@@ -10,6 +10,7 @@ import pathlib
 import sys
 
 import pytest
+import yaml
 from conftest import REPO_ROOT
 
 from smug_plugin.robustness.defenses.cyclic_consistency import DefenseSettings, read_defense_settings
@@ -120,8 +121,8 @@ def test_beyond_writes_yamls_the_package_reads(tmp_path: pathlib.Path) -> None:
 
     defense = tmp_path / "defense.yaml"
     defense.write_text(beyond.defense_yaml("Recurrent-VarNet"))
-    import yaml
 
+    assert "(published: iterations 100, stages 2, extra_masks 3)" in defense.read_text()
     settings = read_defense_settings(defense, yaml.safe_load(defense.read_text())["defense"])
     assert settings == DefenseSettings.published("Recurrent-VarNet", **beyond.DEFENSE_CUT, seed=0)
     protocol = tmp_path / "protocol.yaml"
