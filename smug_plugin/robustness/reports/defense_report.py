@@ -131,7 +131,7 @@ def figure(rows: list[dict], path: pathlib.Path) -> None:
     for i, key in enumerate(cells):
         offset = x - 0.4 + (i + 0.5) * width
         means = [row["psnr_db"].get(key, np.nan) for row in rows]
-        left.bar(offset, means, width, label=CELLS[key][2].removesuffix(" (dB)"))
+        left.bar(offset, means, width, color=f"C{i}", label=CELLS[key][2].removesuffix(" (dB)"))
         for j, row in enumerate(rows):
             values = row["psnr_per_slice_db"].get(key, [])
             left.plot([offset[j]] * len(values), values, ".", color="k", markersize=2, alpha=0.5)
@@ -148,7 +148,9 @@ def figure(rows: list[dict], path: pathlib.Path) -> None:
         means = np.array([g["mean"] for _, g in found])
         errors = np.array([[g["mean"] - g["low"] for _, g in found], [g["high"] - g["mean"] for _, g in found]])
         positions = offset[[j for j, _ in found]]
-        right.errorbar(positions, means, yerr=errors, fmt="o", capsize=3, label=GAINS[key][2].removesuffix(" (dB)"))
+        color = f"C{cells.index(GAINS[key][0])}"  # the colour of the defended cell's bar
+        label = GAINS[key][2].removesuffix(" (dB)")
+        right.errorbar(positions, means, yerr=errors, fmt="o", capsize=3, color=color, label=label)
     right.axhline(0.0, color="grey", linewidth=0.8)
     right.set_xticks(x, [row["model"] for row in rows])
     right.set_ylabel("defended - undefended PSNR (dB)")
