@@ -175,6 +175,19 @@ def models(
     }
 
 
+def defended_native_models() -> dict[str, tuple[dict, list[dict]]]:
+    """DIRECT's XPDNet and Recurrent-VarNet, CPU-sized for the bundled data (the defense study of `make beyond`, next
+    to VarNet and RIM of :func:`models`): their losses, data and masks are VarNet's and RIM's."""
+    losses = [{"function": "l1_loss", "multiplier": 1.0}, {"function": "ssim_loss", "multiplier": 1.0}]
+    xpdnet = {"model_name": "xpdnet.xpdnet.XPDNet", "num_primal": 5, "num_dual": 1, "num_iter": 5}
+    xpdnet |= {"use_primal_only": True, "mwcnn_hidden_channels": 8, "mwcnn_num_scales": 2, "mwcnn_bias": True}
+    recurrent = {"model_name": "recurrentvarnet.recurrentvarnet.RecurrentVarNet", "num_steps": 5}
+    recurrent |= {"recurrent_hidden_channels": 16, "recurrent_num_layers": 4, "no_parameter_sharing": False}
+    recurrent |= {"learned_initializer": True, "initializer_initialization": "sense"}
+    recurrent |= {"initializer_channels": [8, 8, 16, 16], "initializer_dilations": [1, 1, 2, 4]}
+    return {"xpdnet": (xpdnet, losses), "recurrentvarnet": (recurrent, losses)}
+
+
 # ----------------------------------------------------------------------------------------------- configs
 def config(anatomy: str, size: str, model: dict, losses: list[dict], iterations: int, batch_size: int) -> dict:
     paper = size == "paper"
@@ -218,6 +231,8 @@ DEMO_LAMBDA_L = 100.0
 # `make reproduce` (scripts/reproduce.py): the fine-tuned models get the same number of iterations; VarNet, RIM and
 # MoDL from scratch, which have no pre-training, get more. Cut to fit the study's seeds into 2 hours on 2 cores.
 REPRODUCE_ITERATIONS = {"didn_pretrain": 600, "varnet": 400, "rim": 400, "modl_scratch": 400}
+# XPDNet and Recurrent-VarNet (trained by `make beyond` for the defense study) get VarNet's and RIM's iterations.
+REPRODUCE_ITERATIONS |= {"xpdnet": 400, "recurrentvarnet": 400}
 REPRODUCE_FINE_TUNING = 200
 # The lambda_l frontier of the SMUG models, journal-equivalent; scripts/reproduce.py picks one on the validation
 # split. The papers use lambda_l = 1.
@@ -303,7 +318,7 @@ def study_models(study: str) -> dict[str, tuple[dict, list[dict]]]:
     smug, ustab = models(size, pretrained_checkpoint(study), DEMO_LAMBDA_L, units, teacher)["smug"]
     selected["modl_adversarial"] = ({**modl, **ADVERSARIAL_TRAINING}, recon)
     selected["smug_adversarial"] = ({**smug, **ADVERSARIAL_TRAINING}, ustab)
-    return selected
+    return selected | defended_native_models()
 
 
 def units_comment(study: str, model: dict) -> list[str]:
