@@ -29,6 +29,7 @@ import shlex
 import sys
 import time
 
+import beyond_adversarial
 import reproduce
 
 from smug_plugin.robustness.defenses.cyclic_consistency import VARIANT_DEFAULTS, DefenseVariant
@@ -57,7 +58,7 @@ DEFENSE_BATCH = 4
 # The published defense (radius 0.01 x max |A^H y|, step 0.5 x radius decayed linearly, noise jittering x 6, best
 # iterate) with its sizes cut for the CPU: the paper's 100 iterations x 2 stages x 3 masks cost 2109 reconstructions
 # per slice, and the adaptive attack runs the defense at each of its 10 steps.
-DEFENSE_CUT = {"iterations": 5, "stages": 1, "extra_masks": 2}
+DEFENSE_CUT = {"iterations": 3, "stages": 1, "extra_masks": 2}
 DEFENSE = {"variant": "published", **DEFENSE_CUT, "seed": 0}
 ATTACK = {
     "kind": "pgd",
@@ -227,35 +228,103 @@ class Study:
         return self.step("bound", command, output / "bound.json")
 
 
+OUTPUTS = {  # folder of results/demo/beyond -> what it holds
+    "defense/": "the cyclic-consistency defense around MoDL, XPDNet, RIM, E2E-VarNet, Recurrent-VarNet (README.md)",
+    "adversarial/": "adversarial training against MoDL and SMUG: PGD, acceleration and unroll shifts, training cost",
+    "shifts/, shifts_ssim/": "distribution shifts (Darestani et al.), PSNR and SSIM",
+    "small_features/": "small-feature recovery, VarNet, SMUG and CS",
+    "bound/": "Theorem 1 of the SMUG journal next to the measured ratio",
+    "cs.yaml": "the CS baseline's weight, chosen on the validation split",
+    "inputs/": "the protocols and defense YAMLs the steps ran",
+}
+
+
+def readme(record: dict) -> str:
+    """results/demo/beyond/README.md: what ran, its sizes, its wall-clock, where the outputs are."""
+    lines = [
+        "# Beyond SMUG on the bundled data (`make beyond`)",
+        "",
+        "Written by scripts/beyond.py from study.json; docs/beyond.md describes every measurement. Sizes cut for a "
+        f"2-core CPU: defense on {DEFENSE_SLICES} test slices with the published defense cut to "
+        + ", ".join(f"{key} {value}" for key, value in DEFENSE_CUT.items())
+        + f"; CS weight on {CS_TUNE_SLICES} validation slices; small features on {SMALL_FEATURE_SLICES} test slice at "
+        f"stride {SMALL_FEATURE_STRIDE}; adversarial training 3 seeds x 2 models on the study's data and iterations.",
+        "",
+        f"Machine: {record['machine']}; {record['jobs']} step(s) at a time, {record['threads_per_step']} thread(s) "
+        "each. Steps that existed were skipped (seconds: null); steps of earlier invocations are kept.",
+        "",
+        "| output | what |",
+        "|---|---|",
+        *[f"| {folder} | {what} |" for folder, what in OUTPUTS.items()],
+        "",
+        "| step | wall-clock (min) | command |",
+        "|---|---|---|",
+    ]
+    for step in record["steps"]:
+        minutes = "" if step.get("seconds") is None else f"{step['seconds'] / 60:.1f}"
+        lines.append(f"| {step['step']} | {minutes} | `{step.get('command', '')}` |")
+    lines += ["", f"Sum of the step wall-clocks: {record['sum_of_step_seconds'] / 60:.1f} min.", ""]
+    return "\n".join(lines)
+
+
+GROUPS = ("defense", "adversarial", "shifts", "small-features", "bound")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=reproduce.JOBS, help="steps run at once")
     parser.add_argument("--runs", type=pathlib.Path, default=ROOT / "runs" / "reproduce")
     parser.add_argument("--results", type=pathlib.Path, default=ROOT / "results" / "demo" / "beyond")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per step")
+    parser.add_argument(
+        "--only",
+        default=",".join(GROUPS),
+        help=f"comma-separated subset of the steps: {', '.join(GROUPS)} (default: all)",
+    )
     args = parser.parse_args()
+    only = [group.strip() for group in args.only.split(",") if group.strip()]
+    if unknown := sorted(set(only) - set(GROUPS)):
+        parser.error(f"--only: unknown step {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
     runs, results = args.runs.absolute(), args.results.absolute()
     start = time.perf_counter()
     study = Study(runs, results, args.threads)
-    steps = [study.shifted_data(), study.cs_tune()]  # the others need the shifted data or the CS weight
+    steps = []
+    if {"shifts", "small-features"} & set(only):
+        steps += [study.shifted_data(), study.cs_tune()]  # these steps need the shifted data or the CS weight
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        # The defended models interleaved with the other steps, so that both workers stay busy to the end.
-        futures = [pool.submit(study.defense, runs, name) for name in DEFENDED[:2]]
-        futures += [pool.submit(study.shifts), pool.submit(study.defense, runs, DEFENDED[2])]
-        futures += [pool.submit(study.small_features), pool.submit(study.bound, runs)]
-        futures += [pool.submit(study.defense, runs, name) for name in DEFENDED[3:]]
+        # The long steps first and the defended models interleaved with the others, so that both workers stay busy.
+        futures = []
+        if "adversarial" in only:
+            futures.append(pool.submit(beyond_adversarial.run, study, runs, beyond_adversarial.chosen_lambda_l()))
+        if "defense" in only:
+            futures += [pool.submit(study.defense, runs, name) for name in DEFENDED[:3]]
+        if "shifts" in only:
+            futures.append(pool.submit(study.shifts))
+        if "small-features" in only:
+            futures.append(pool.submit(study.small_features))
+        if "bound" in only:
+            futures.append(pool.submit(study.bound, runs))
+        if "defense" in only:
+            futures += [pool.submit(study.defense, runs, name) for name in DEFENDED[3:]]
         for future in futures:
             result = future.result()
             steps += result if isinstance(result, list) else [result]
-    steps.append(study.defense_report())
+    if "defense" in only:
+        steps.append(study.defense_report())
+    # Steps of earlier invocations (--only, or an interrupted run) are kept: the record covers the whole folder.
+    record_path = results / "study.json"
+    earlier = json.loads(record_path.read_text())["steps"] if record_path.exists() else []
+    names = {step["step"] for step in steps}
     record = {
         "machine": reproduce.machine(),
         "jobs": args.jobs,
         "threads_per_step": args.threads,
-        "steps": steps,
+        "steps": [step for step in earlier if step["step"] not in names] + steps,
         "this_invocation_seconds": round(time.perf_counter() - start, 1),
     }
-    (results / "study.json").write_text(json.dumps(record, indent=2) + "\n")
+    record["sum_of_step_seconds"] = round(sum(step.get("seconds") or 0 for step in record["steps"]), 1)
+    record_path.write_text(json.dumps(record, indent=2) + "\n")
+    (results / "README.md").write_text(readme(record))
     reproduce.log(f"beyond done: this invocation {record['this_invocation_seconds'] / 60:.1f} min")
     return 0
 

@@ -8,6 +8,7 @@ from direct.data.transforms import fft2, ifft2
 from smug_plugin.models.modl import MoDL
 from smug_plugin.models.rs_e2e import RSE2E
 from smug_plugin.models.smug import SMUG
+from smug_plugin.models.weighted_smug import WeightedSMUG
 
 TINY = dict(num_steps=3, cg_iters=4, denoiser_hidden_channels=8, denoiser_num_dubs=1, denoiser_num_convs_recon=2)
 
@@ -28,7 +29,7 @@ def output_and_input_gradient(model, kspace, mask, sens):
 
 
 @pytest.mark.parametrize("each_draw", [False, True], ids=["per-unroll", "per-draw"])
-@pytest.mark.parametrize("cls", [MoDL, SMUG, RSE2E])
+@pytest.mark.parametrize("cls", [MoDL, SMUG, RSE2E, WeightedSMUG])
 def test_eval_mode_checkpointing_gives_the_same_outputs_and_input_gradients(cls, each_draw):
     generator, mask, sens = multicoil_inputs()
     kspace = torch.randn(sens.shape, generator=generator) * mask
@@ -50,6 +51,27 @@ def test_eval_mode_checkpointing_gives_the_same_outputs_and_input_gradients(cls,
     draws = 1 if cls is MoDL else 3  # RSE2E: its K noisy inputs in the batch, one chunk per draw
     calls_per_pass = draws if each_draw else 1
     assert len(calls) == 2 * calls_per_pass * TINY["num_steps"]
+
+
+def test_weighted_smugs_encoder_is_recomputed_draw_by_draw_in_eval_mode_only():
+    generator, mask, sens = multicoil_inputs()
+    kspace = torch.randn(sens.shape, generator=generator) * mask
+    model = make(WeightedSMUG, gradient_checkpointing=True, checkpoint_each_draw=True)
+    calls = []
+    forward = model.weight_encoder.forward
+
+    def counted(image):
+        calls.append(image.shape[0])
+        return forward(image)
+
+    model.weight_encoder.forward = counted
+    output_and_input_gradient(model, kspace, mask, sens)
+    batch = kspace.shape[0]
+    assert calls == [batch] * (2 * 3 * TINY["num_steps"])  # one draw per call, forward and recomputation, 3 draws
+    calls.clear()
+    model.train()  # batch norm: statistics over the K-draw batch, never recomputed
+    output_and_input_gradient(model, kspace, mask, sens)
+    assert calls == [3 * batch] * TINY["num_steps"]
 
 
 def test_no_checkpointing_without_gradients():

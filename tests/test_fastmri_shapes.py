@@ -9,6 +9,8 @@ anatomies' shapes by the data-path test below; ``SMUG_FASTMRI_E2E=1`` (``make te
 tests with the projects exactly as shipped, ESPIRiT included.
 """
 
+import concurrent.futures
+import json
 import os
 import pathlib
 
@@ -77,9 +79,7 @@ def test_the_files_have_fastmris_shapes_header_and_padding(shaped: dict[str, pat
 
 
 @pytest.mark.parametrize("anatomy", ["knee", "brain"])
-def test_the_projects_data_path_crops_and_estimates_espirit_maps(
-    shaped: dict[str, pathlib.Path], anatomy: str
-) -> None:
+def test_the_projects_data_path_crops_and_estimates_espirit_maps(shaped: dict[str, pathlib.Path], anatomy: str) -> None:
     import direct.config.defaults  # noqa: F401
     import torch
     from direct.common.subsample import build_masking_function
@@ -129,44 +129,91 @@ def with_sensitivity_maps(cfg: pathlib.Path, kind: str) -> None:
     cfg.write_text(yaml.safe_dump(text, sort_keys=False))
 
 
-@pytest.mark.e2e
-@pytest.mark.parametrize("project", knee_and_brain_projects(), ids=lambda p: p.stem)
-def test_project_trains_predicts_and_evaluates_on_fastmri_shapes(
-    project: pathlib.Path, e2e_data: dict[str, pathlib.Path], tmp_path: pathlib.Path
-) -> None:
-    data = e2e_data[project.stem.rsplit("_", 1)[-1]]
+# Evaluated under the paper protocol in CI (one plugin and one DIRECT-native project); the others under the smoke
+# protocol, which runs the same code paths with fewer steps. SMUG_FASTMRI_E2E=1: the paper protocol for every one.
+PAPER_PROTOCOL_IN_CI = ("smug_knee", "varnet_brain")
+PIPELINES_AT_ONCE = 2  # CI's two cores: the pipelines are subprocesses with one thread each
+
+
+def pipeline(project: pathlib.Path, data: pathlib.Path, work: pathlib.Path, teacher: pathlib.Path | None) -> dict:
+    """``direct train`` (6 iterations), ``direct predict`` and ``smug evaluate`` (one slice) of a shrunk copy of
+    ``project`` in ``work`` (RS-E2E distils ``teacher``, the MoDL pipeline's checkpoint); returns each command's result
+    and the paths the test checks."""
     model = yaml.safe_load(project.read_text())["model"]
     overrides = {k: v for k, v in TINY_NETWORK.items() if k in model}
-    cfg = shrink_project(project, tmp_path / f"{project.stem}.yaml", model_overrides=overrides)
+    if "rs_e2e_teacher_checkpoint" in model:
+        overrides["rs_e2e_teacher_checkpoint"] = str(teacher)
+    cfg = shrink_project(project, work / f"{project.stem}.yaml", model_overrides=overrides)
     if not FASTMRI_E2E:  # CI: DIRECT's cheap map estimate (ESPIRiT is tested above); SMUG_FASTMRI_E2E=1: as shipped
         with_sensitivity_maps(cfg, "rss_estimate")
     common = ["--device", "cpu", "--num-workers", "0"]
-    train = run_command(
-        direct_command("train", str(tmp_path / "runs"), "--cfg", str(cfg), *common)
+    env_threads = ["env", "OMP_NUM_THREADS=1"]
+    result: dict = {"work": work}
+    result["train"] = run_command(
+        env_threads
+        + direct_command("train", str(work / "runs"), "--cfg", str(cfg), *common)
         + ["--training-root", str(data / "train"), "--validation-root", str(data / "val")],
-        cwd=tmp_path,
+        cwd=work,
         timeout=1800,
     )
-    assert train.returncode == 0, train.stdout[-5000:]
-    checkpoint = tmp_path / "runs" / project.stem / "model_5.pt"
-    predict = run_command(
-        direct_command("predict", str(tmp_path / "pred"), "--cfg", str(cfg), "--checkpoint", str(checkpoint))
+    checkpoint = work / "runs" / project.stem / "model_5.pt"
+    if result["train"].returncode != 0:
+        return result
+    result["predict"] = run_command(
+        env_threads
+        + direct_command("predict", str(work / "pred"), "--cfg", str(cfg), "--checkpoint", str(checkpoint))
         + ["--data-root", str(data / "test"), *common],
-        cwd=tmp_path,
+        cwd=work,
         timeout=1800,
     )
-    assert predict.returncode == 0, predict.stdout[-5000:]
-    [output] = (tmp_path / "pred").glob("*.h5")
-    with h5py.File(output) as h5:
-        assert h5["reconstruction"].shape == (1, 320, 320)
     if model["model_name"] == "smug.didn.DIDN":
-        return  # a denoiser, not a reconstruction model: smug evaluate does not attack it
-    evaluate = run_command(
-        smug_command("evaluate", "--model", f"m={cfg}:{checkpoint}", "--protocol", "paper")
-        + ["--data-root", str(data / "test"), "--output-dir", str(tmp_path / "eval"), "--max-slices", "1"]
+        return result  # a denoiser, not a reconstruction model: smug evaluate does not attack it
+    protocol = "paper" if FASTMRI_E2E or project.stem in PAPER_PROTOCOL_IN_CI else "smoke"
+    result["protocol"] = protocol
+    result["evaluate"] = run_command(
+        smug_command("evaluate", "--model", f"m={cfg}:{checkpoint}", "--protocol", protocol)
+        + ["--data-root", str(data / "test"), "--output-dir", str(work / "eval"), "--max-slices", "1"]
         + ["--batch-size", "1", "--threads", "1", "--no-progress"],
-        cwd=tmp_path,
+        cwd=work,
         timeout=3600,
     )
-    assert evaluate.returncode == 0, evaluate.stdout[-5000:]
-    assert (tmp_path / "eval" / "robustness.json").is_file()
+    return result
+
+
+@pytest.fixture(scope="module")
+def e2e_runs(e2e_data: dict[str, pathlib.Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """Every knee and brain project's pipeline, ``PIPELINES_AT_ONCE`` at a time."""
+    root = tmp_path_factory.mktemp("fastmri_e2e_runs")
+    # RS-E2E last: its teacher is the MoDL pipeline's checkpoint of the same anatomy.
+    projects = sorted(knee_and_brain_projects(), key=lambda project: project.stem.startswith("rs_e2e"))
+    futures: dict[str, concurrent.futures.Future] = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=PIPELINES_AT_ONCE) as pool:
+        for project in projects:
+            anatomy = project.stem.rsplit("_", 1)[-1]
+            teacher = None
+            if project.stem.startswith("rs_e2e"):
+                teacher_run = futures[f"modl_{anatomy}"].result()["work"] / "runs" / f"modl_{anatomy}"
+                teacher = teacher_run / "model_5.pt"
+            futures[project.stem] = pool.submit(pipeline, project, e2e_data[anatomy], root / project.stem, teacher)
+        return {stem: future.result() for stem, future in futures.items()}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("project", knee_and_brain_projects(), ids=lambda p: p.stem)
+def test_project_trains_predicts_and_evaluates_on_fastmri_shapes(
+    project: pathlib.Path, e2e_runs: dict[str, dict]
+) -> None:
+    result = e2e_runs[project.stem]
+    assert result["train"].returncode == 0, result["train"].stdout[-5000:]
+    assert result["predict"].returncode == 0, result["predict"].stdout[-5000:]
+    [output] = (result["work"] / "pred").glob("*.h5")
+    with h5py.File(output) as h5:
+        assert h5["reconstruction"].shape == (1, 320, 320)
+    if "evaluate" not in result:
+        assert yaml.safe_load(project.read_text())["model"]["model_name"] == "smug.didn.DIDN"
+        return
+    assert result["evaluate"].returncode == 0, result["evaluate"].stdout[-5000:]
+    report = json.loads((result["work"] / "eval" / "robustness.json").read_text())
+    conditions = {record["condition"] for record in report["records"]}
+    assert "main/clean" in conditions and any("pgd" in condition for condition in conditions), sorted(conditions)
+    assert all(record.get("psnr") is not None for record in report["records"] if record["condition"] == "main/clean")

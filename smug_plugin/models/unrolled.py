@@ -474,7 +474,7 @@ class SmoothedUnrolledNetwork(nn.Module):
             )
             return solved.unflatten(0, (draws, -1)).mean(0), denoised
         if self.weight_encoder is not None:
-            weights = self.weight_encoder(noisy).unflatten(0, (draws, -1))  # (K, N)
+            weights = self._weights(noisy, draws, checkpoint_draws).unflatten(0, (draws, -1))  # (K, N)
             weights = weights[..., None, None, None]
             z = (weights * denoised).sum(0) / weights.sum(0).clamp_min(1e-8)
         else:
@@ -496,6 +496,20 @@ class SmoothedUnrolledNetwork(nn.Module):
             return self.denoise(images)
         return torch.cat(
             [torch.utils.checkpoint.checkpoint(self.denoise, draw, use_reentrant=False) for draw in images.chunk(draws)]
+        )
+
+    def _weights(self, noisy: torch.Tensor, draws: int, checkpointed: bool) -> torch.Tensor:
+        """Weighted SMUG's weights of the K draws, ``(K * N,)``. With ``checkpoint_each_draw`` in eval mode (attacks)
+        the encoder is recomputed one draw at a time like the denoiser (its K-draw activations in every unroll were
+        the largest term of a checkpointed attack); in training its batch norm takes statistics over the whole K-draw
+        batch and a recomputation would update them twice, so it runs in one call."""
+        if not checkpointed or self.training:
+            return self.weight_encoder(noisy)
+        return torch.cat(
+            [
+                torch.utils.checkpoint.checkpoint(self.weight_encoder, draw, use_reentrant=False)
+                for draw in noisy.chunk(draws)
+            ]
         )
 
     def _data_consistency(self, z, dc_adjoint, operator, rhs_offset):
