@@ -248,7 +248,8 @@ def readme(record: dict) -> str:
         f"2-core CPU: defense on {DEFENSE_SLICES} test slices with the published defense cut to "
         + ", ".join(f"{key} {value}" for key, value in DEFENSE_CUT.items())
         + f"; CS weight on {CS_TUNE_SLICES} validation slices; small features on {SMALL_FEATURE_SLICES} test slice at "
-        f"stride {SMALL_FEATURE_STRIDE}; adversarial training 3 seeds x 2 models on the study's data and iterations.",
+        f"stride {SMALL_FEATURE_STRIDE}; adversarial training of MoDL and SMUG with "
+        f"{len(beyond_adversarial.ADVERSARIAL_SEEDS)} seed(s) each on the study's data and iterations.",
         "",
         f"Machine: {record['machine']}; {record['jobs']} step(s) at a time, {record['threads_per_step']} thread(s) "
         "each. Steps that existed were skipped (seconds: null); steps of earlier invocations are kept.",
