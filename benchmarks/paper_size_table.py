@@ -224,6 +224,33 @@ def print_table(path: pathlib.Path) -> None:
         )
 
 
+def markdown_table(path: pathlib.Path) -> str:
+    """One row per model and memory setting, a column pair per figure; a later measurement of a cell replaces an
+    earlier one (a re-run after a change)."""
+    cells: dict[tuple[str, str], dict] = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line) if line.strip() else {}
+        if "row" in r:
+            cells.setdefault((r["row"], r["options"]), {})[r["figure"]] = r
+    header = "| model | memory options | parameters | forward: s, MiB | PGD step: s, MiB (estimate GiB) |"
+    lines = [header + " train step: s, MiB |", "|---|---|---|---|---|---|"]
+    for (row, options), figures in cells.items():
+        parameters = next((f["parameters"] for f in figures.values() if "parameters" in f), None)
+        texts = []
+        for figure in FIGURES:
+            r = figures.get(figure)
+            if r is None:
+                texts.append("not run")
+            elif "error" in r:
+                texts.append(r["error"])
+            else:
+                estimate = f" ({r['estimate_gib']:.1f})" if "estimate_gib" in r else ""
+                texts.append(f"{r['seconds']:.1f} s, {r['peak_mib']:.0f}{estimate}")
+        count = f"{parameters:,}" if parameters is not None else ""
+        lines.append(f"| {row} | {options} | {count} | " + " | ".join(texts) + " |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)}")
@@ -233,12 +260,13 @@ def main() -> int:
     parser.add_argument("--output", type=pathlib.Path, default=None, help="append JSON lines here")
     parser.add_argument("--shrink", action="store_true", help="tiny plugin networks (to check the script quickly)")
     parser.add_argument("--table", type=pathlib.Path, default=None, help="print the table of a results file and exit")
+    parser.add_argument("--markdown", action="store_true", help="with --table: one Markdown row per model and setting")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     for hidden in ("--row", "--figure", "--config", "--checkpoint", "--work"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.table:
-        print_table(args.table)
+        print(markdown_table(args.table)) if args.markdown else print_table(args.table)
         return 0
     if args.worker:
         if args.memory_limit_gb is not None:
