@@ -10,8 +10,8 @@ setup:
 test: setup
 	$(PY) -m pytest
 
-# Every knee and brain project end to end (direct train, direct predict, smug evaluate) on fastMRI-shaped files:
-# minutes per project on a CPU, most of it DIRECT's ESPIRiT.
+# Every knee and brain project end to end on fastMRI-shaped files as shipped (ESPIRiT maps, `smug evaluate --protocol
+# paper`): minutes per project on a CPU. `make test` runs the same pipelines with cheap maps and the smoke protocol.
 test-fastmri: setup
 	SMUG_FASTMRI_E2E=1 $(PY) -m pytest tests/test_fastmri_shapes.py
 
