@@ -265,7 +265,7 @@ def readme(record: dict) -> str:
         minutes = "" if step.get("seconds") is None else f"{step['seconds'] / 60:.1f}"
         lines.append(f"| {step['step']} | {minutes} | `{step.get('command', '')}` |")
     lines += ["", f"Sum of the step wall-clocks: {record['sum_of_step_seconds'] / 60:.1f} min.", ""]
-    return "\n".join(lines)
+    return "\n".join(lines).replace(str(ROOT) + "/", "")  # commands as run from the repository root
 
 
 GROUPS = ("defense", "adversarial", "shifts", "small-features", "bound")

@@ -207,7 +207,7 @@ def run(study, runs: pathlib.Path, lam: str) -> list[dict]:
     output = study.results / "adversarial"
     output.mkdir(parents=True, exist_ok=True)
     cost_file = output / "training_cost.txt"
-    command = [sys.executable, "benchmarks/adversarial_training_cost.py", "--iterations", "20"]
+    command = [sys.executable, "benchmarks/adversarial_training_cost.py", "--iterations", "40"]
     command += ["--output", reproduce_relative(cost_file)]
     records.append(study.step("adversarial training cost", command, cost_file))
     protocol = study.write_input("adversarial_protocol.yaml", PROTOCOL)
