@@ -25,7 +25,8 @@ demo: setup
 reproduce: setup
 	$(PY) scripts/reproduce.py
 
-# After `make reproduce`: CS baseline, shifts, small features, defense and Theorem 1 (results/demo/beyond/, ~1 h).
+# After `make reproduce`: CS baseline, shifts, small features, the defense around five models, adversarial training
+# and Theorem 1 (results/demo/beyond/; wall-clock per step in its README).
 beyond: setup
 	$(PY) scripts/beyond.py
 

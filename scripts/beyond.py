@@ -239,8 +239,9 @@ OUTPUTS = {  # folder of results/demo/beyond -> what it holds
 }
 
 
-def readme(record: dict) -> str:
-    """results/demo/beyond/README.md: what ran, its sizes, its wall-clock, where the outputs are."""
+def readme(record: dict, results: pathlib.Path) -> str:
+    """results/demo/beyond/README.md: what ran, its sizes, its wall-clock, where the outputs are (those present)."""
+    outputs = {f: what for f, what in OUTPUTS.items() if (results / f.split(",")[0].rstrip("/")).exists()}
     lines = [
         "# Beyond SMUG on the bundled data (`make beyond`)",
         "",
@@ -256,7 +257,7 @@ def readme(record: dict) -> str:
         "",
         "| output | what |",
         "|---|---|",
-        *[f"| {folder} | {what} |" for folder, what in OUTPUTS.items()],
+        *[f"| {folder} | {what} |" for folder, what in outputs.items()],
         "",
         "| step | wall-clock (min) | command |",
         "|---|---|---|",
@@ -325,7 +326,7 @@ def main() -> int:
     }
     record["sum_of_step_seconds"] = round(sum(step.get("seconds") or 0 for step in record["steps"]), 1)
     record_path.write_text(json.dumps(record, indent=2) + "\n")
-    (results / "README.md").write_text(readme(record))
+    (results / "README.md").write_text(readme(record, results))
     reproduce.log(f"beyond done: this invocation {record['this_invocation_seconds'] / 60:.1f} min")
     return 0
 
