@@ -325,7 +325,8 @@ def main() -> int:
         "this_invocation_seconds": round(time.perf_counter() - start, 1),
     }
     record["sum_of_step_seconds"] = round(sum(step.get("seconds") or 0 for step in record["steps"]), 1)
-    record_path.write_text(json.dumps(record, indent=2) + "\n")
+    # Commands as run from the repository root, without this machine's path to it (as reproduce.py's study.json).
+    record_path.write_text(json.dumps(record, indent=2).replace(str(ROOT) + "/", "") + "\n")
     (results / "README.md").write_text(readme(record, results))
     reproduce.log(f"beyond done: this invocation {record['this_invocation_seconds'] / 60:.1f} min")
     return 0
