@@ -7,11 +7,13 @@ SMUG := .venv/bin/smug
 setup:
 	@bash scripts/setup.sh
 
+# Two pytest-xdist workers (CI's two cores); TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # Every knee and brain project end to end on fastMRI-shaped files as shipped (ESPIRiT maps, `smug evaluate --protocol
-# paper`): minutes per project on a CPU. `make test` runs the same pipelines with cheap maps and the smoke protocol.
+# paper`): minutes per project on a CPU. `make test` runs the same pipelines with cheap maps and a two-condition protocol.
 test-fastmri: setup
 	SMUG_FASTMRI_E2E=1 $(PY) -m pytest tests/test_fastmri_shapes.py
 

@@ -269,6 +269,12 @@ def readme(record: dict, results: pathlib.Path) -> str:
     return "\n".join(lines).replace(str(ROOT) + "/", "")  # commands as run from the repository root
 
 
+def adversarial_evaluation(study: Study, runs: pathlib.Path, lam: str, trainings: list) -> dict:
+    """The adversarial-training evaluation and report once its trainings (futures of ``trainings``) are done."""
+    concurrent.futures.wait(trainings)
+    return beyond_adversarial.evaluate_and_report(study, runs, lam)
+
+
 GROUPS = ("defense", "adversarial", "shifts", "small-features", "bound")
 
 
@@ -294,10 +300,12 @@ def main() -> int:
     if {"shifts", "small-features"} & set(only):
         steps += [study.shifted_data(), study.cs_tune()]  # these steps need the shifted data or the CS weight
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        # The long steps first and the defended models interleaved with the others, so that both workers stay busy.
-        futures = []
+        # The long steps first (adversarial trainings) and the defended models interleaved with the others, so that
+        # both workers stay busy.
+        futures, trainings = [], []
         if "adversarial" in only:
-            futures.append(pool.submit(beyond_adversarial.run, study, runs, beyond_adversarial.chosen_lambda_l()))
+            trainings = [pool.submit(reproduce.train, runs, job) for job in beyond_adversarial.ADVERSARIAL]
+            futures += trainings
         if "defense" in only:
             futures += [pool.submit(study.defense, runs, name) for name in DEFENDED[:3]]
         if "shifts" in only:
@@ -306,8 +314,13 @@ def main() -> int:
             futures.append(pool.submit(study.small_features))
         if "bound" in only:
             futures.append(pool.submit(study.bound, runs))
+        if "adversarial" in only:
+            futures.append(pool.submit(beyond_adversarial.training_cost, study))
         if "defense" in only:
             futures += [pool.submit(study.defense, runs, name) for name in DEFENDED[3:]]
+        if "adversarial" in only:  # last in the queue: the trainings it waits for have all started before it
+            lam = beyond_adversarial.chosen_lambda_l()
+            futures.append(pool.submit(adversarial_evaluation, study, runs, lam, trainings))
         for future in futures:
             result = future.result()
             steps += result if isinstance(result, list) else [result]

@@ -2,8 +2,9 @@
 and the knee and brain projects' data path (crop to the reconstruction size, ESPIRiT maps, mask, normalisation).
 
 The end-to-end runs of every knee and brain project on these files (``direct train``, ``direct predict``,
-``smug evaluate``, networks shrunk) run in CI with the projects' data path except one setting: the sensitivity maps
-are DIRECT's ``rss_estimate`` instead of ESPIRiT, which costs 15-25 s per slice and load at 320 x 320 x 15 coils on one
+``smug evaluate``, networks shrunk) run in CI with the projects' data path and two deviations: a two-condition
+protocol (``CI_PROTOCOL``) instead of ``paper``, and the sensitivity maps are DIRECT's ``rss_estimate`` instead of
+ESPIRiT, which costs 15-25 s per slice and load at 320 x 320 x 15 coils on one
 thread (a training sample is loaded once per iteration: minutes per project). ESPIRiT itself is tested on both
 anatomies' shapes by the data-path test below; ``SMUG_FASTMRI_E2E=1`` (``make test-fastmri``) runs the end-to-end
 tests with the projects exactly as shipped, ESPIRiT included, and ``smug evaluate --protocol paper``.
@@ -130,16 +131,29 @@ def with_sensitivity_maps(cfg: pathlib.Path, kind: str) -> None:
     cfg.write_text(yaml.safe_dump(text, sort_keys=False))
 
 
-# CI evaluates under the smoke protocol, the same code paths (clean, noise, PGD in three norms and budget
-# conventions, reports, cards) with fewer steps; the paper protocol takes about 5 min of one thread per project at
-# these shapes even with the shrunk networks (measured for smug_knee: 313 s), so it runs with SMUG_FASTMRI_E2E=1.
+# CI evaluates under a two-condition protocol (CI_PROTOCOL: clean and one PGD step in the papers' units), which
+# takes the attack's whole path (gradient through the network at these shapes, threat model, reports, cards): the
+# other conditions of `paper` differ only in their numbers and are tested on the demo shapes. The paper protocol
+# takes about 5 min of one thread per project at these shapes even with the shrunk networks (measured for
+# smug_knee: 313 s), so it runs with SMUG_FASTMRI_E2E=1. One `smug evaluate` per anatomy evaluates all its models
+# (a process start-up and report per anatomy, not per project).
+CI_PROTOCOL = """\
+name: fastmri-shapes
+seed: 0
+perturbations:
+  - {name: clean, kind: clean}
+  - {name: pgd, kind: pgd, norm: linf, budget: {value: 0.02, convention: paper}, steps: 1}
+"""
 PIPELINES_AT_ONCE = 2  # CI's two cores: the pipelines are subprocesses with one thread each
+DENOISER = "smug.didn.DIDN"  # a denoiser, not a reconstruction model: smug evaluate does not attack it
 
 
-def pipeline(project: pathlib.Path, data: pathlib.Path, work: pathlib.Path, teacher: pathlib.Path | None) -> dict:
-    """``direct train`` (6 iterations), ``direct predict`` and ``smug evaluate`` (one slice) of a shrunk copy of
-    ``project`` in ``work`` (RS-E2E distils ``teacher``, the MoDL pipeline's checkpoint); returns each command's result
-    and the paths the test checks."""
+def train_and_predict(
+    project: pathlib.Path, data: pathlib.Path, work: pathlib.Path, teacher: pathlib.Path | None
+) -> dict:
+    """``direct train`` (6 iterations) and ``direct predict`` of a shrunk copy of ``project`` in ``work`` (RS-E2E
+    distils ``teacher``, the MoDL pipeline's checkpoint); returns each command's result and the paths the test
+    checks."""
     model = yaml.safe_load(project.read_text())["model"]
     overrides = {k: v for k, v in TINY_NETWORK.items() if k in model}
     if "rs_e2e_teacher_checkpoint" in model:
@@ -149,7 +163,7 @@ def pipeline(project: pathlib.Path, data: pathlib.Path, work: pathlib.Path, teac
         with_sensitivity_maps(cfg, "rss_estimate")
     common = ["--device", "cpu", "--num-workers", "0"]
     env_threads = ["env", "OMP_NUM_THREADS=1"]
-    result: dict = {"work": work}
+    result: dict = {"work": work, "cfg": cfg, "checkpoint": work / "runs" / project.stem / "model_5.pt"}
     result["train"] = run_command(
         env_threads
         + direct_command("train", str(work / "runs"), "--cfg", str(cfg), *common)
@@ -157,46 +171,63 @@ def pipeline(project: pathlib.Path, data: pathlib.Path, work: pathlib.Path, teac
         cwd=work,
         timeout=1800,
     )
-    checkpoint = work / "runs" / project.stem / "model_5.pt"
     if result["train"].returncode != 0:
         return result
     result["predict"] = run_command(
         env_threads
-        + direct_command("predict", str(work / "pred"), "--cfg", str(cfg), "--checkpoint", str(checkpoint))
+        + direct_command("predict", str(work / "pred"), "--cfg", str(cfg), "--checkpoint", str(result["checkpoint"]))
         + ["--data-root", str(data / "test"), *common],
         cwd=work,
         timeout=1800,
     )
-    if model["model_name"] == "smug.didn.DIDN":
-        return result  # a denoiser, not a reconstruction model: smug evaluate does not attack it
-    protocol = "paper" if FASTMRI_E2E else "smoke"
-    result["protocol"] = protocol
-    result["evaluate"] = run_command(
-        smug_command("evaluate", "--model", f"m={cfg}:{checkpoint}", "--protocol", protocol)
-        + ["--data-root", str(data / "test"), "--output-dir", str(work / "eval"), "--max-slices", "1"]
-        + ["--batch-size", "1", "--threads", "1", "--no-progress"],
-        cwd=work,
-        timeout=3600,
-    )
     return result
+
+
+def evaluate(pipelines: dict[str, concurrent.futures.Future], data: pathlib.Path, work: pathlib.Path) -> dict:
+    """One ``smug evaluate`` (one slice) of every trained reconstruction model of ``pipelines`` (project stem ->
+    future of :func:`train_and_predict`), each model named by its project."""
+    models = []
+    for stem, future in pipelines.items():
+        result = future.result()
+        denoiser = yaml.safe_load(result["cfg"].read_text())["model"]["model_name"] == DENOISER
+        if result["train"].returncode == 0 and not denoiser:
+            models += ["--model", f"{stem}={result['cfg']}:{result['checkpoint']}"]
+    work.mkdir(parents=True, exist_ok=True)
+    protocol = "paper"
+    if not FASTMRI_E2E:
+        protocol = str(work / "ci_protocol.yaml")
+        pathlib.Path(protocol).write_text(CI_PROTOCOL)
+    command = smug_command("evaluate", *models, "--protocol", protocol, "--data-root", str(data / "test"))
+    command += ["--output-dir", str(work / "eval"), "--max-slices", "1", "--batch-size", "1", "--threads", "1"]
+    return {"evaluate": run_command(command + ["--no-progress"], cwd=work, timeout=3600), "output": work / "eval"}
 
 
 @pytest.fixture(scope="module")
 def e2e_runs(e2e_data: dict[str, pathlib.Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    """Every knee and brain project's pipeline, ``PIPELINES_AT_ONCE`` at a time."""
+    """Every knee and brain project's ``direct train`` and ``direct predict``, ``PIPELINES_AT_ONCE`` at a time, and
+    one ``smug evaluate`` per anatomy of its models once they are trained (result under ``"evaluation"``)."""
     root = tmp_path_factory.mktemp("fastmri_e2e_runs")
-    # RS-E2E last: its teacher is the MoDL pipeline's checkpoint of the same anatomy.
-    projects = sorted(knee_and_brain_projects(), key=lambda project: project.stem.startswith("rs_e2e"))
+    # Per anatomy, RS-E2E last: its teacher is the MoDL pipeline's checkpoint of the same anatomy.
+    projects = sorted(knee_and_brain_projects(), key=lambda p: (p.stem.endswith("_brain"), p.stem.startswith("rs_e2e")))
     futures: dict[str, concurrent.futures.Future] = {}
+    evaluations: dict[str, concurrent.futures.Future] = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=PIPELINES_AT_ONCE) as pool:
-        for project in projects:
-            anatomy = project.stem.rsplit("_", 1)[-1]
-            teacher = None
-            if project.stem.startswith("rs_e2e"):
-                teacher_run = futures[f"modl_{anatomy}"].result()["work"] / "runs" / f"modl_{anatomy}"
-                teacher = teacher_run / "model_5.pt"
-            futures[project.stem] = pool.submit(pipeline, project, e2e_data[anatomy], root / project.stem, teacher)
-        return {stem: future.result() for stem, future in futures.items()}
+        for anatomy in ("knee", "brain"):
+            ours = {}
+            for project in (p for p in projects if p.stem.endswith(f"_{anatomy}")):
+                teacher = None
+                if project.stem.startswith("rs_e2e"):
+                    teacher = ours[f"modl_{anatomy}"].result()["checkpoint"]
+                ours[project.stem] = pool.submit(
+                    train_and_predict, project, e2e_data[anatomy], root / project.stem, teacher
+                )
+            futures |= ours
+            # Submitted after its anatomy's trainings: it starts once they all have started, and waits for them.
+            evaluations[anatomy] = pool.submit(evaluate, ours, e2e_data[anatomy], root / f"evaluate_{anatomy}")
+        results = {stem: future.result() for stem, future in futures.items()}
+        for stem, result in results.items():
+            result["evaluation"] = evaluations[stem.rsplit("_", 1)[-1]].result()
+        return results
 
 
 @pytest.mark.e2e
@@ -210,11 +241,12 @@ def test_project_trains_predicts_and_evaluates_on_fastmri_shapes(
     [output] = (result["work"] / "pred").glob("*.h5")
     with h5py.File(output) as h5:
         assert h5["reconstruction"].shape == (1, 320, 320)
-    if "evaluate" not in result:
-        assert yaml.safe_load(project.read_text())["model"]["model_name"] == "smug.didn.DIDN"
+    if yaml.safe_load(project.read_text())["model"]["model_name"] == DENOISER:
         return
-    assert result["evaluate"].returncode == 0, result["evaluate"].stdout[-5000:]
-    report = json.loads((result["work"] / "eval" / "robustness.json").read_text())
-    conditions = {record["condition"] for record in report["records"]}
+    evaluation = result["evaluation"]
+    assert evaluation["evaluate"].returncode == 0, evaluation["evaluate"].stdout[-5000:]
+    report = json.loads((evaluation["output"] / "robustness.json").read_text())
+    ours = [record for record in report["records"] if record["model"] == project.stem]
+    conditions = {record["condition"] for record in ours}
     assert "main/clean" in conditions and any("pgd" in condition for condition in conditions), sorted(conditions)
-    assert all(record.get("psnr") is not None for record in report["records"] if record["condition"] == "main/clean")
+    assert all(record.get("psnr") is not None for record in ours if record["condition"] == "main/clean")
