@@ -7,10 +7,10 @@ SMUG := .venv/bin/smug
 setup:
 	@bash scripts/setup.sh
 
-# Two pytest-xdist workers (CI's two cores); TEST_WORKERS=0 runs in one process.
+# Two pytest-xdist workers (CI's two cores; tests/conftest.py groups the tests); TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+	$(PY) -m pytest -n $(TEST_WORKERS) --no-loadscope-reorder
 
 # Every knee and brain project end to end on fastMRI-shaped files as shipped (ESPIRiT maps, `smug evaluate --protocol
 # paper`): minutes per project on a CPU. `make test` runs the same pipelines with cheap maps and a two-condition protocol.

@@ -269,6 +269,15 @@ def readme(record: dict, results: pathlib.Path) -> str:
     return "\n".join(lines).replace(str(ROOT) + "/", "")  # commands as run from the repository root
 
 
+def export_checkpoints(runs: pathlib.Path, folder: pathlib.Path) -> None:
+    """The weights of the models this study trains (next to `make reproduce`'s, in results/demo/checkpoints/)."""
+    jobs = [reproduce.Training(project) for project in TRAINED_HERE.values()] + beyond_adversarial.ADVERSARIAL
+    folder.mkdir(parents=True, exist_ok=True)
+    for job in jobs:
+        if (runs / job.run / job.project / "last_model.txt").exists():  # trained (an --only run may skip some)
+            reproduce.portable_checkpoint(reproduce.checkpoint(runs, job), folder / f"{job.run}.pt")
+
+
 def adversarial_evaluation(study: Study, runs: pathlib.Path, lam: str, trainings: list) -> dict:
     """The adversarial-training evaluation and report once its trainings (futures of ``trainings``) are done."""
     concurrent.futures.wait(trainings)
@@ -326,6 +335,7 @@ def main() -> int:
             steps += result if isinstance(result, list) else [result]
     if "defense" in only:
         steps.append(study.defense_report())
+    export_checkpoints(runs, ROOT / "results" / "demo" / "checkpoints")
     # Steps of earlier invocations (--only, or an interrupted run) are kept: the record covers the whole folder.
     record_path = results / "study.json"
     earlier = json.loads(record_path.read_text())["steps"] if record_path.exists() else []

@@ -26,25 +26,35 @@ ITERATIONS = 6  # DIRECT validates and checkpoints only from iteration 5 on: mod
 PAPER_SHRINK = {"num_steps": 1, "num_samples": 2}
 
 
-# `make test` runs the suite in two pytest-xdist workers (--dist loadgroup): each file's tests stay in one worker (its
-# module fixtures run once), the files sharing the session's pre-training runs (`project_runs`) share a worker, and
-# the longest groups start first so that both workers finish together.
+# `make test` runs the suite in two pytest-xdist workers: each file's tests stay in one worker (its module fixtures
+# run once), the files sharing the session's pre-training runs (`project_runs`) share a worker, and the longest
+# groups start first so that both workers finish together.
 PROJECT_RUNS_FILES = ("test_projects", "test_direct_e2e", "test_models_portable_checkpoint")
 SHARED_WORKER = {stem: "project_runs" for stem in PROJECT_RUNS_FILES}
 LONGEST_FIRST = ("test_fastmri_shapes", "project_runs")
 
 
-def worker_group(item: pytest.Item) -> str:
-    """The pytest-xdist group of a test: its file, or the group of files that share session fixtures."""
-    return SHARED_WORKER.get(item.path.stem, item.path.stem)
+def worker_group(nodeid: str) -> str:
+    """The group of a test that one xdist worker runs whole: its file, or the files that share session fixtures."""
+    stem = pathlib.PurePosixPath(nodeid.split("::", 1)[0]).stem
+    return SHARED_WORKER.get(stem, stem)
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the marks
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    # pytest-xdist's own `loadgroup` marks do not group under pytest 9.2 (it rewrites a node id pytest no longer
+    # keeps), so the scheduler takes the groups from the node ids.
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid)
+
+    return GroupScheduling(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(worker_group(item)))
     rank = {group: place for place, group in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(worker_group(item), len(rank)))  # stable: the files' own order otherwise
+    items.sort(key=lambda item: rank.get(worker_group(item.nodeid), len(rank)))  # stable: the files' order otherwise
 
 
 def multicoil_inputs(batch: int = 2, coils: int = 3, size: tuple[int, int] = (16, 12), seed: int = 1):

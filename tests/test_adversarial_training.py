@@ -221,3 +221,18 @@ def test_direct_train_reports_a_bad_adversarial_setting_in_one_line(tiny_demo_da
     assert "Traceback" not in result.stdout
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("direct: error: ") and key in last, last
+
+
+def test_the_yaml_keys_default_to_the_settings_defaults() -> None:
+    # The `model:` keys (DIRECT's dataclass config) and AdversarialTraining both declare the defaults: they must agree,
+    # or a YAML without the keys and a direct AdversarialTraining() would attack differently.
+    from dataclasses import fields
+
+    settings = {field.name: field.default for field in fields(AdversarialTraining)}
+    yaml_keys = {
+        field.name.removeprefix("adversarial_training_"): field.default
+        for field in fields(MoDLConfig)
+        if field.name.startswith("adversarial_training_")
+    }
+    assert yaml_keys == settings
+    assert AdversarialTraining.of_model(MoDLConfig(model_name="smug.modl.MoDL")) == AdversarialTraining()
