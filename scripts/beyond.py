@@ -46,6 +46,8 @@ SMALL_FEATURE_MODELS = ("VarNet", "SMUG")  # one DIRECT-native, one plugin model
 # `make reproduce`, so this study trains them (project name of projects/reproduce/).
 DEFENDED = ("MoDL", "XPDNet", "RIM", "VarNet", "Recurrent-VarNet")
 TRAINED_HERE = {"XPDNet": "xpdnet", "Recurrent-VarNet": "recurrentvarnet"}
+# The defense steps in the order of their measured wall-clock (training included), longest first.
+LONGEST_DEFENSES_FIRST = ("Recurrent-VarNet", "RIM", "XPDNet", "VarNet", "MoDL")
 BOUND_MODELS = ("MoDL", "SMUG")
 ID_RUN, OOD_RUN = "shifts_in_distribution", "shifts_dipy"
 # CPU sizes: all 12 validation slices for the CS weight; 1 test slice at stride 16 (30 windows) for small features;
@@ -118,6 +120,7 @@ class Study:
 
     def __init__(self, runs: pathlib.Path, results: pathlib.Path, threads: int):
         self.specs = model_specs(runs)
+        self.study_models = tuple(self.specs)  # `make reproduce`'s; the defense step adds the models it trains
         self.results = results
         self.scratch = ROOT / "runs" / "beyond"
         self.threads = ["--threads", str(threads)]
@@ -169,7 +172,7 @@ class Study:
             "# Clean reconstructions only (Darestani's accuracy).\n"
             "name: clean\nseed: 0\nperturbations:\n  - {name: clean, kind: clean}\n",
         )
-        models = self.models(*self.specs) + ["--model", f"CS={relative(self.cs_yaml)}"]
+        models = self.models(*self.study_models) + ["--model", f"CS={relative(self.cs_yaml)}"]
         records = [
             self.evaluate(ID_RUN, models, protocol, DATA / "test", batch_size=4),
             self.evaluate(OOD_RUN, models, protocol, SHIFTED_DATA / "shifted", batch_size=4),
@@ -266,6 +269,10 @@ def readme(record: dict, results: pathlib.Path) -> str:
         minutes = "" if step.get("seconds") is None else f"{step['seconds'] / 60:.1f}"
         lines.append(f"| {step['step']} | {minutes} | `{step.get('command', '')}` |")
     lines += ["", f"Sum of the step wall-clocks: {record['sum_of_step_seconds'] / 60:.1f} min.", ""]
+    lines += ["| invocation (finished) | --only | steps at a time | wall-clock (min) |", "|---|---|---|---|"]
+    for run in record.get("invocations", []):
+        lines.append(f"| {run['finished']} | {','.join(run['only'])} | {run['jobs']} | {run['seconds'] / 60:.1f} |")
+    lines.append("")
     return "\n".join(lines).replace(str(ROOT) + "/", "")  # commands as run from the repository root
 
 
@@ -282,6 +289,15 @@ def adversarial_evaluation(study: Study, runs: pathlib.Path, lam: str, trainings
     """The adversarial-training evaluation and report once its trainings (futures of ``trainings``) are done."""
     concurrent.futures.wait(trainings)
     return beyond_adversarial.evaluate_and_report(study, runs, lam)
+
+
+def merged_steps(earlier: list[dict], steps: list[dict]) -> list[dict]:
+    """The record of every step of the folder: this invocation's, except where it skipped a step (seconds None) that
+    an earlier invocation ran and timed; the earlier invocations' other steps kept (--only, an interrupted run)."""
+    timed = {step["step"]: step for step in earlier if step.get("seconds") is not None}
+    steps = [timed.get(step["step"], step) if step.get("seconds") is None else step for step in steps]
+    names = {step["step"] for step in steps}
+    return [step for step in earlier if step["step"] not in names] + steps
 
 
 GROUPS = ("defense", "adversarial", "shifts", "small-features", "bound")
@@ -309,24 +325,22 @@ def main() -> int:
     if {"shifts", "small-features"} & set(only):
         steps += [study.shifted_data(), study.cs_tune()]  # these steps need the shifted data or the CS weight
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        # The long steps first (adversarial trainings) and the defended models interleaved with the others, so that
-        # both workers stay busy.
+        # Longest first (measured: the adversarial trainings, then the defense around Recurrent-VarNet, RIM and
+        # XPDNet), so that the two workers finish together; the short steps fill in at the end.
         futures, trainings = [], []
         if "adversarial" in only:
             trainings = [pool.submit(reproduce.train, runs, job) for job in beyond_adversarial.ADVERSARIAL]
             futures += trainings
         if "defense" in only:
-            futures += [pool.submit(study.defense, runs, name) for name in DEFENDED[:3]]
+            futures += [pool.submit(study.defense, runs, name) for name in LONGEST_DEFENSES_FIRST]
+        if "adversarial" in only:
+            futures.append(pool.submit(beyond_adversarial.training_cost, study))
         if "shifts" in only:
             futures.append(pool.submit(study.shifts))
         if "small-features" in only:
             futures.append(pool.submit(study.small_features))
         if "bound" in only:
             futures.append(pool.submit(study.bound, runs))
-        if "adversarial" in only:
-            futures.append(pool.submit(beyond_adversarial.training_cost, study))
-        if "defense" in only:
-            futures += [pool.submit(study.defense, runs, name) for name in DEFENDED[3:]]
         if "adversarial" in only:  # last in the queue: the trainings it waits for have all started before it
             lam = beyond_adversarial.chosen_lambda_l()
             futures.append(pool.submit(adversarial_evaluation, study, runs, lam, trainings))
@@ -338,15 +352,17 @@ def main() -> int:
     export_checkpoints(runs, ROOT / "results" / "demo" / "checkpoints")
     # Steps of earlier invocations (--only, or an interrupted run) are kept: the record covers the whole folder.
     record_path = results / "study.json"
-    earlier = json.loads(record_path.read_text())["steps"] if record_path.exists() else []
-    names = {step["step"] for step in steps}
+    previous = json.loads(record_path.read_text()) if record_path.exists() else {}
     record = {
         "machine": reproduce.machine(),
         "jobs": args.jobs,
         "threads_per_step": args.threads,
-        "steps": [step for step in earlier if step["step"] not in names] + steps,
+        "steps": merged_steps(previous.get("steps", []), steps),
         "this_invocation_seconds": round(time.perf_counter() - start, 1),
     }
+    finished = time.strftime("%Y-%m-%d %H:%M")
+    invocation = {"only": only, "jobs": args.jobs, "seconds": record["this_invocation_seconds"], "finished": finished}
+    record["invocations"] = [*previous.get("invocations", []), invocation]
     record["sum_of_step_seconds"] = round(sum(step.get("seconds") or 0 for step in record["steps"]), 1)
     # Commands as run from the repository root, without this machine's path to it (as reproduce.py's study.json).
     record_path.write_text(json.dumps(record, indent=2).replace(str(ROOT) + "/", "") + "\n")

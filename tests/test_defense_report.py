@@ -132,3 +132,14 @@ def test_beyond_writes_yamls_the_package_reads(tmp_path: pathlib.Path) -> None:
     assert list(specs) == ["clean", "pgd", "pgd_blind"]
     assert specs["pgd_blind"].transfer_from == "Recurrent-VarNet" and specs["pgd"].transfer_from is None
     assert specs["pgd"].settings == specs["pgd_blind"].settings  # the same PGD, white-box and blind
+
+
+def test_beyond_keeps_the_timed_record_of_a_step_a_later_invocation_skipped() -> None:
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    import beyond
+
+    earlier = [{"step": "cs-tune", "seconds": 12.0}, {"step": "bound", "seconds": 20.0}]
+    earlier.append({"step": "old", "seconds": 1.0})
+    now = [{"step": "cs-tune", "seconds": None}, {"step": "bound", "seconds": 25.0}, {"step": "new", "seconds": None}]
+    merged = {step["step"]: step["seconds"] for step in beyond.merged_steps(earlier, now)}
+    assert merged == {"old": 1.0, "cs-tune": 12.0, "bound": 25.0, "new": None}
