@@ -225,7 +225,9 @@ class Study:
 
     def bound(self, runs: pathlib.Path) -> dict:
         output = self.results / "bound"
-        command = [str(BIN / "smug"), "bound", *self.models(*BOUND_MODELS), "--data-root", relative(DATA / "test")]
+        # Named as in `make reproduce`'s evaluation (seed 0), whose PGD ratio stands beside the constants.
+        models = [arg for name in BOUND_MODELS for arg in ("--model", f"{name} s0={self.specs[name].split('=', 1)[1]}")]
+        command = [str(BIN / "smug"), "bound", *models, "--data-root", relative(DATA / "test")]
         command += ["--evaluation", relative(runs / "evaluation"), "--perturbation", "pgd"]
         command += ["--output-dir", relative(output), *self.threads]
         return self.step("bound", command, output / "bound.json")

@@ -209,6 +209,16 @@ def test_bound_refuses_a_model_of_the_same_name_with_other_settings(setup, tmp_p
     one_error_line(capsys.readouterr().err, "bound", "model 'm' is not this one", "'sigma': 0.05", "'sigma': 0.5")
 
 
+def test_bound_refuses_an_evaluation_of_none_of_its_models(setup, tmp_path, capsys):
+    # A name that differs from the evaluation's (say "MoDL" against "MoDL s0") would leave every ratio n/a.
+    out = tmp_path / "out"
+    models = [f"renamed={setup['config']}:{setup['checkpoint']}"]
+    argv = [*command_args("bound", setup, out, models=models), "--evaluation", str(setup["evaluation"])]
+    assert run([*argv, "--perturbation", "noise"]) == 2
+    one_error_line(capsys.readouterr().err, "bound", "evaluated none of the models renamed", "(it has m)")
+    assert not (out / "bound.json").exists()
+
+
 def test_bound_refuses_an_evaluation_of_other_data(setup, tmp_path, capsys):
     data = pathlib.Path(shutil.copytree(setup["data"], tmp_path / "data"))
     (data / "file1.h5").unlink()

@@ -93,6 +93,12 @@ def check_same_run(evaluation, models: list, data_root: pathlib.Path) -> None:
             f"{where} evaluated other data ({evaluation.manifest.get('data_root')}) than --data-root {data_root} "
             "(h5 file names or sizes differ): give the data root of that run."
         )
+    if all(evaluation.model(model.name) is None for model in models):
+        theirs = ", ".join(m.get("name", "?") for m in evaluation.manifest["models"]) or "none"
+        raise ValueError(
+            f"{where} evaluated none of the models {', '.join(m.name for m in models)} (it has {theirs}): "
+            "give each --model the name it has there."
+        )
     for model in models:
         theirs, mine = evaluation.model(model.name), model_identity(model)
         if theirs is None:
