@@ -17,7 +17,7 @@ reuses). Steps, each skipped when its output exists:
    report (scripts/defense_report.py: gains with paired 95 % intervals, cost multiple, figure) in defense/;
 6. Theorem 1 for SMUG next to MoDL (`smug bound`, against the PGD of the `make reproduce` evaluation).
 
-Steps run `--jobs` at a time. The sizes (slices, windows, iterations) are cut to keep the study near an hour of
+Steps run `--jobs` at a time. The sizes (slices, windows, iterations) are cut to keep the study within 90 min of
 wall-clock on a shared 2-core machine; they are the constants below and results/demo/beyond/README.md states them.
 """
 
