@@ -36,7 +36,7 @@ KINDS = {  # display name -> project of projects/reproduce
     "SMUG (adversarial)": "smug_adversarial",
 }
 # The study's three training seeds, as MoDL and SMUG: the intervals then cover seeds x slices for every kind (a SMUG
-# one costs about 10 min of one thread on this 2-core machine when it is quiet).
+# one took 12 min of one thread on this 2-core machine, next to another step).
 ADVERSARIAL_SEEDS = reproduce.SEEDS
 ADVERSARIAL = [
     Training(project, seed) for seed in ADVERSARIAL_SEEDS for project in ("modl_adversarial", "smug_adversarial")
@@ -132,14 +132,8 @@ def markdown(summary: dict, cost: str, command: str) -> str:
         "# Adversarial training against MoDL and SMUG",
         "",
         f"`{command}` (`make beyond`), {summary['slices']} test slices; MoDL and SMUG with the study's 3 "
-        f"training seeds, the adversarially trained models with {len(ADVERSARIAL_SEEDS)}"
-        + (
-            " (a CPU cut: their intervals cover the slices, not training seeds; compare them with the reference's "
-            "seed-to-seed SD in the first table)"
-            if len(ADVERSARIAL_SEEDS) == 1
-            else "; every interval covers seeds x slices"
-        )
-        + ". Threat model: the attacker perturbs the measured k-space, every normalisation fixed from the "
+        f"training seeds, the adversarially trained models with {len(ADVERSARIAL_SEEDS)}; every interval covers "
+        "seeds x slices. Threat model: the attacker perturbs the measured k-space, every normalisation fixed from the "
         "clean measurement. PGD: l_inf, eps 0.02 x s_ref per real/imaginary k-space entry (paper units), 10 steps. "
         "Adversarial training: the same PGD with 5 steps on half of the training batches "
         "(projects/reproduce/*_adversarial.yaml). Shifts: clean "

@@ -40,6 +40,7 @@ def worker_group(nodeid: str) -> str:
     return SHARED_WORKER.get(stem, stem)
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: unused when it is not installed
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     # pytest-xdist's own `loadgroup` marks do not group under pytest 9.2 (it rewrites a node id pytest no longer
     # keeps), so the scheduler takes the groups from the node ids.
